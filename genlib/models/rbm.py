@@ -1,0 +1,212 @@
+"""Bernoulli-Bernoulli restricted Boltzmann machine trained by contrastive divergence (no autograd)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from genlib.models.base import GenerativeModel, ModelConfig, RBMOutput, rand
+from genlib.models.registry import register_model
+
+
+class RBMConfig(ModelConfig):
+    """RBM hyper-parameters. ``persistent`` switches CD-k to persistent CD (Tieleman 2008)."""
+
+    model_name: Literal["rbm"] = "rbm"
+    hidden_units: int = Field(500, gt=0)
+    cd_k: int = Field(1, ge=1)
+    persistent: bool = False
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.5, ge=0, lt=1)
+    binarize: bool = True  # train on stochastic binarisations of the grey levels
+    sample_steps: int = Field(1000, ge=1)  # Gibbs sweeps used by sample()
+
+
+@register_model("rbm")
+class RBM(GenerativeModel):
+    """Energy E(v, h) = -v.b_v - h.b_h - v W h with binary v (B, V) and h (B, H).
+
+    Parameters are updated from CD statistics by an SGD-with-momentum optimizer whose
+    gradients are written by hand, so the optimizer state checkpoints like any other.
+    """
+
+    config_class = RBMConfig
+    family = "rbm"
+    reconstructs = True
+    generates = True
+    uses_autograd = False
+    primary_metric = "test_pseudo_log_likelihood"
+    primary_metric_lower_is_better = False
+
+    def __init__(self, config: RBMConfig) -> None:
+        super().__init__(config)
+        v, h = config.input_dim, config.hidden_units
+        self.weight = nn.Parameter(torch.randn(v, h) * 0.01)
+        self.visible_bias = nn.Parameter(torch.zeros(v))
+        self.hidden_bias = nn.Parameter(torch.zeros(h))
+        # Fantasy particles of persistent CD; saved with the model so a resumed run continues the chain.
+        self.register_buffer("persistent_chain", torch.zeros(0, v))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        chain = state_dict.get(prefix + "persistent_chain")
+        if chain is not None:
+            self.persistent_chain = torch.empty_like(chain, device=self.persistent_chain.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        params = [self.weight, self.visible_bias, self.hidden_bias]
+        return {
+            "model": torch.optim.SGD(
+                params, lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
+            )
+        }
+
+    # --- conditionals ---------------------------------------------------------------------
+    def hidden_probs(self, v: Tensor) -> Tensor:
+        """p(h=1 | v). v: (B, V). Returns (B, H)."""
+        return torch.sigmoid(v @ self.weight + self.hidden_bias)
+
+    def visible_probs(self, h: Tensor) -> Tensor:
+        """p(v=1 | h). h: (B, H). Returns (B, V)."""
+        return torch.sigmoid(h @ self.weight.T + self.visible_bias)
+
+    def _bernoulli(self, p: Tensor, generator: torch.Generator | None) -> Tensor:
+        return (rand(tuple(p.shape), generator, p.device) < p).to(p.dtype)
+
+    def gibbs_step(self, v: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One sweep v -> h -> v'. Returns (v' sample (B, V), p(v'=1 | h) (B, V))."""
+        h = self._bernoulli(self.hidden_probs(v), generator)
+        pv = self.visible_probs(h)
+        return self._bernoulli(pv, generator), pv
+
+    def free_energy(self, v: Tensor) -> Tensor:
+        """F(v) = -v.b_v - sum_j softplus(b_h + v W)_j, so p(v) = exp(-F(v)) / Z. v: (B, V). Returns (B,)."""
+        return -(v @ self.visible_bias) - F.softplus(v @ self.weight + self.hidden_bias).sum(-1)
+
+    # --- training -------------------------------------------------------------------------
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.flatten(1).float()
+
+    def training_step(
+        self, x: Tensor, y: Tensor, optimizers: dict[str, torch.optim.Optimizer], autocast: AbstractContextManager
+    ) -> RBMOutput:
+        """CD-k (or PCD-k) update: grad = <v h>_model - <v h>_data, applied by the optimizer."""
+        with torch.no_grad():
+            v0 = self._flat(x)
+            if self.config.binarize:
+                v0 = torch.bernoulli(v0)
+            ph0 = self.hidden_probs(v0)
+            if self.config.persistent:
+                if self.persistent_chain.shape[0] != v0.shape[0]:
+                    self.persistent_chain = torch.bernoulli(torch.full_like(v0, 0.5))
+                vk = self.persistent_chain
+            else:
+                vk = v0
+            for _ in range(self.config.cd_k):
+                vk, _ = self.gibbs_step(vk)
+            if self.config.persistent:
+                self.persistent_chain = vk
+            phk = self.hidden_probs(vk)
+            n = v0.shape[0]
+            self.weight.grad = (vk.T @ phk - v0.T @ ph0) / n
+            self.visible_bias.grad = (vk - v0).mean(0)
+            self.hidden_bias.grad = (phk - ph0).mean(0)
+            optimizers["model"].step()
+            recon = (self.visible_probs(ph0) - v0).pow(2).sum(-1).mean()
+            gap = (self.free_energy(v0) - self.free_energy(vk)).mean()
+        return RBMOutput(loss=recon, recon=recon, free_energy_gap=gap)
+
+    @torch.no_grad()
+    def loss(self, x: Tensor, y: Tensor | None = None) -> RBMOutput:
+        v = self._flat(x)
+        recon = (self.visible_probs(self.hidden_probs(v)) - v).pow(2).sum(-1).mean()
+        v1, _ = self.gibbs_step(v)
+        gap = (self.free_energy(v) - self.free_energy(v1)).mean()
+        return RBMOutput(loss=recon, recon=recon, free_energy_gap=gap)
+
+    def extra_metrics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        # Fixed generator: the stochastic estimate is then comparable between epochs and runs.
+        gen = torch.Generator(device=x.device).manual_seed(0)
+        return {"pseudo_log_likelihood": self.pseudo_log_likelihood(x, gen).mean()}
+
+    # --- capabilities -----------------------------------------------------------------------
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Hidden probabilities as features. x: (B, C, H, W). Returns (B, hidden_units)."""
+        return self.hidden_probs(self._flat(x))
+
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.visible_probs(h).view(-1, *self.config.image_shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Mean-field reconstruction p(v | E[h | x]), (B, C, H, W)."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> Tensor:
+        """Run n Gibbs chains from uniform noise for ``steps`` sweeps; return the last p(v | h), (n, C, H, W)."""
+        v = self._bernoulli(torch.full((n, self.config.input_dim), 0.5, device=self.device), generator)
+        pv = v
+        for _ in range(steps or self.config.sample_steps):
+            v, pv = self.gibbs_step(v, generator)
+        return pv.view(n, *self.config.image_shape)
+
+    @torch.no_grad()
+    def pseudo_log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, exact: bool = False) -> Tensor:
+        """Pseudo-log-likelihood per image, sum_i log p(v_i | v_-i), on binarised x (threshold 0.5).
+
+        exact=False uses scikit-learn's stochastic estimate (one random bit per image, times V);
+        exact=True sums over every bit (V free-energy evaluations). x: (B, C, H, W). Returns (B,).
+        """
+        v = (self._flat(x) > 0.5).float()
+        fe = self.free_energy(v)
+        n_vis = v.shape[1]
+        if not exact:
+            idx = (rand((v.shape[0],), generator, v.device) * n_vis).long().clamp_max(n_vis - 1)
+            flipped = v.clone()
+            rows = torch.arange(v.shape[0], device=v.device)
+            flipped[rows, idx] = 1 - flipped[rows, idx]
+            return n_vis * F.logsigmoid(self.free_energy(flipped) - fe)
+        total = torch.zeros_like(fe)
+        for i in range(n_vis):
+            flipped = v.clone()
+            flipped[:, i] = 1 - flipped[:, i]
+            total += F.logsigmoid(self.free_energy(flipped) - fe)
+        return total
+
+    @torch.no_grad()
+    def log_partition_exact(self) -> Tensor:
+        """log Z by enumerating the smaller layer (at most 2^20 states): for tests and tiny models."""
+        n_vis, n_hid = self.weight.shape
+        if min(n_vis, n_hid) > 20:
+            raise ValueError("exact log Z needs a layer of at most 20 units")
+        w = self.weight.double()
+        if n_hid <= n_vis:
+            h = _all_binary(n_hid, w.device)
+            log_terms = h @ self.hidden_bias.double() + F.softplus(h @ w.T + self.visible_bias.double()).sum(-1)
+        else:
+            v = _all_binary(n_vis, w.device)
+            log_terms = v @ self.visible_bias.double() + F.softplus(v @ w + self.hidden_bias.double()).sum(-1)
+        return torch.logsumexp(log_terms, 0)
+
+    @torch.no_grad()
+    def log_likelihood_exact(self, x: Tensor) -> Tensor:
+        """log p(v) = -F(v) - log Z for binary x (thresholded at 0.5). Returns (B,), float64."""
+        v = (self._flat(x) > 0.5).double()
+        w = self.weight.double()
+        fe = -(v @ self.visible_bias.double()) - F.softplus(v @ w + self.hidden_bias.double()).sum(-1)
+        return -fe - self.log_partition_exact()
+
+
+def _all_binary(n: int, device: torch.device) -> Tensor:
+    """All 2^n binary vectors, (2^n, n), float64."""
+    codes = torch.arange(2**n, device=device)
+    return ((codes[:, None] >> torch.arange(n, device=device)) & 1).double()
+

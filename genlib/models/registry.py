@@ -1,0 +1,92 @@
+"""One place that maps model names to (model class, config class), like torchvision's ``models/_api.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from genlib.errors import ConfigError, UnknownNameError
+
+_MODELS: dict[str, type] = {}
+
+M = TypeVar("M", bound=type)
+
+
+def register_model(name: str) -> Callable[[M], M]:
+    """Class decorator that registers a model under ``name``; refuses duplicates.
+
+    The class must define ``config_class``, a pydantic config whose ``model_name`` is ``name``.
+    """
+
+    def wrap(cls: M) -> M:
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is already registered by {_MODELS[name].__name__}")
+        config_class = getattr(cls, "config_class", None)
+        if config_class is None or config_class.model_fields["model_name"].default != name:
+            raise TypeError(f"{cls.__name__}.config_class must record model_name={name!r}")
+        cls.name = name
+        _MODELS[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model_class(name: str) -> type:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown model {name!r}; valid names: {', '.join(list_models())}") from None
+
+
+def get_config_class(name: str) -> type:
+    return get_model_class(name).config_class
+
+
+def make_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """Build and validate the config of model ``name`` from keyword overrides.
+
+    Raises ConfigError naming the offending field when a value is out of range.
+    """
+    config_class = get_config_class(name)
+    values = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values["model_name"] = name
+    try:
+        return config_class(**values)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, prefix=name)) from None
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Any:
+    """Rebuild a config from its ``model_dump()`` (as stored in checkpoints and MLflow)."""
+    if "model_name" not in data:
+        raise ConfigError("config has no model_name; cannot tell which model it belongs to")
+    return make_config(data["model_name"], dict(data))
+
+
+def get_model(name: str, config: Any | None = None, **overrides: Any):
+    """Build model ``name`` from its config (default config when None), on CPU in float32."""
+    cls = get_model_class(name)
+    if config is None:
+        config = make_config(name, overrides)
+    elif overrides:
+        config = make_config(name, {**config.model_dump(), **overrides})
+    if config.model_name != name:
+        raise ConfigError(f"config is for {config.model_name!r}, not {name!r}")
+    return cls(config)
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per pydantic error, joined with '; ': ``field: message (got value)``."""
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        parts.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
+    head = f"invalid {prefix} config: " if prefix else "invalid value: "
+    return head + "; ".join(parts)

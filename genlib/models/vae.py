@@ -1,0 +1,178 @@
+"""Variational autoencoders: ``vae`` and the class-conditional ``cvae`` (Kingma & Welling 2014)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, randn
+from genlib.models.layers import ConvDecoder, ConvEncoder, mlp
+from genlib.models.registry import register_model
+
+
+class VAEConfig(ModelConfig):
+    """VAE with an MLP or conv encoder and a Bernoulli or Gaussian decoder.
+
+    The IWAE paper's one-stochastic-layer model is hidden_dims=(200, 200), latent_dim=50,
+    activation="tanh", binarize=True.
+    """
+
+    model_name: Literal["vae"] = "vae"
+    encoder: Literal["mlp", "conv"] = "mlp"
+    hidden_dims: tuple[int, ...] = (400, 200)
+    channels: tuple[int, ...] = (32, 64)
+    latent_dim: int = Field(16, gt=0)
+    activation: Literal["relu", "tanh"] = "relu"
+    decoder: Literal["bernoulli", "gaussian"] = "bernoulli"
+    decoder_sigma: float = Field(0.1, gt=0)
+    beta: float = Field(1.0, ge=0)
+    binarize: bool = False  # dynamic binarisation of the inputs at every step (Bernoulli decoder only)
+
+
+class CVAEConfig(VAEConfig):
+    model_name: Literal["cvae"] = "cvae"  # type: ignore[assignment]
+
+
+_ACT = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over latents. mu, logvar: (B, K). Returns (B,)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, exp(logvar)) summed over the last dimension."""
+    return (-0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp())).sum(-1)
+
+
+@register_model("vae")
+class VAE(GenerativeModel):
+    """x (B, C, H, W) -> q(z|x) = N(mu, diag sigma^2), z (B, K) -> p(x|z). Loss is the negative ELBO per image."""
+
+    config_class = VAEConfig
+    family = "vae"
+    reconstructs = True
+    generates = True
+    primary_metric = "test_loss"
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config)
+        k = config.latent_dim
+        cond = config.num_classes if self.conditional else 0
+        act = _ACT[config.activation]
+        if config.encoder == "conv":
+            self.encoder = ConvEncoder(config.image_shape, config.channels, 2 * k, extra_in=cond)
+            self.decoder = ConvDecoder(config.image_shape, config.channels, k + cond)
+        else:
+            self.encoder = nn.Sequential(mlp([config.input_dim + cond, *config.hidden_dims, 2 * k], act))
+            self.decoder = mlp([k + cond, *reversed(config.hidden_dims), config.input_dim], act)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    # --- conditioning helpers: no-ops for the unconditional model ----------------------------
+    def _one_hot(self, y: Tensor | None, n: int) -> Tensor | None:
+        if not self.conditional:
+            return None
+        if y is None:
+            raise ValueError(f"{self.name} needs labels")
+        return F.one_hot(y.long(), self.config.num_classes).to(self.encoder_dtype)
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def encode_dist(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """q(z|x[,y]): returns (mu, logvar), each (B, latent_dim)."""
+        onehot = self._one_hot(y, x.shape[0])
+        if self.config.encoder == "conv":
+            inp = x
+            if onehot is not None:
+                maps = onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])
+                inp = torch.cat([x, maps.to(x.dtype)], 1)
+            h = self.encoder(inp)
+        else:
+            inp = x.flatten(1)
+            if onehot is not None:
+                inp = torch.cat([inp, onehot.to(inp.dtype)], 1)
+            h = self.encoder(inp)
+        mu, logvar = h.float().chunk(2, dim=-1)
+        return mu, logvar.clamp(-30, 20)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Posterior mean, (B, latent_dim): the code used by evaluation and probes."""
+        return self.encode_dist(x, y)[0]
+
+    def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        onehot = self._one_hot(y, z.shape[0])
+        if onehot is not None:
+            z = torch.cat([z, onehot.to(z.dtype)], -1)
+        return self.decoder(z).view(-1, *self.config.image_shape).float()
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, K) -> decoder mean in [0, 1], (B, C, H, W)."""
+        logits = self.decode_logits(z, y)
+        return torch.sigmoid(logits) if self.config.decoder == "bernoulli" else logits.clamp(0, 1)
+
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x, y), y)
+
+    def log_px_given_z(self, logits: Tensor, x: Tensor) -> Tensor:
+        """log p(x|z) summed over pixels. logits (..., C, H, W) broadcast against x. Returns (...)."""
+        if self.config.decoder == "bernoulli":
+            ll = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        else:
+            s = self.config.decoder_sigma
+            ll = -0.5 * ((x - logits) / s).pow(2) - math.log(s) - 0.5 * math.log(2 * math.pi)
+        return ll.flatten(-3).sum(-1)
+
+    def prepare_input(self, x: Tensor) -> Tensor:
+        """Dynamic binarisation when configured (fresh Bernoulli draw each call)."""
+        if self.config.binarize and self.training:
+            return torch.bernoulli(x)
+        return x
+
+    def loss(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
+        x = self.prepare_input(x.float())
+        mu, logvar = self.encode_dist(x, y)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        recon = -self.log_px_given_z(self.decode_logits(z, y), x).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        return VAEOutput(loss=recon + self.config.beta * kl, recon=recon, kl=kl)
+
+    @torch.no_grad()
+    def log_importance_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
+        """log p(x, z_i) - log q(z_i | x) for k posterior draws. x: (B, C, H, W). Returns (k, B).
+
+        logsumexp over k minus log k is the importance-weighted bound (Burda et al. 2016).
+        """
+        mu, logvar = self.encode_dist(x, y)
+        std = (0.5 * logvar).exp()
+        eps = torch.randn(k, *mu.shape, device=mu.device)
+        z = mu + eps * std  # (k, B, K)
+        log_q = log_normal(z, mu, logvar)
+        log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+        yy = None if y is None else y.repeat(k)
+        logits = self.decode_logits(z.reshape(k * x.shape[0], -1), yy).view(k, *x.shape)
+        return self.log_px_given_z(logits, x) + log_pz - log_q
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        labels = self._check_labels(labels, n)
+        z = randn((n, self.config.latent_dim), generator, self.device)
+        return self.decode(z, labels)
+
+
+@register_model("cvae")
+class CVAE(VAE):
+    """Class-conditional VAE: one-hot labels join the encoder's input and the decoder's code."""
+
+    config_class = CVAEConfig
+    conditional = True

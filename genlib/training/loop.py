@@ -1,0 +1,294 @@
+"""One ``fit()`` for every family (torchvision-references style); each model supplies its own step."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from genlib.errors import ConfigError, TrainingDivergedError
+from genlib.models import GenerativeModel, autocast_context
+from genlib.training.checkpoint import load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """How to train (not what): epochs, batch size, seed, early stopping and checkpointing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    seed: int = 0
+    patience: int | None = Field(None, ge=1)  # early stopping on validation loss; None = off
+    min_delta: float = Field(0.0, ge=0)
+    checkpoint_every: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+class Callback:
+    """Hooks for side effects (tracking, logging). All methods are optional no-ops."""
+
+    def on_fit_begin(self, model: GenerativeModel, train_config: TrainConfig) -> None: ...
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: GenerativeModel) -> None: ...
+
+    def on_fit_end(self, result: FitResult) -> None: ...
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` returns: the trained model (best weights when early stopping) and its history."""
+
+    model: GenerativeModel
+    history: list[dict[str, float]]
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    device: str
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU. Called once at an entry point."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device {device!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available here")
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # Re-seeding at every epoch makes a resumed run draw exactly the noise an uninterrupted one would.
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def fits_on_device(tensors: Sequence[Tensor], device: torch.device, fraction: float = 0.5) -> bool:
+    """True when the tensors take at most ``fraction`` of the device's free memory (always on CPU)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) <= fraction * free
+
+
+class _Progress:
+    """A one-line progress bar on stderr, silent when stderr is not a terminal."""
+
+    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
+        self.total, self.label = total, label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def update(self, done: int) -> None:
+        if self.enabled:
+            width = 30
+            filled = int(width * done / max(self.total, 1))
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self, summary: str = "") -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{self.label} {summary}".ljust(60) + "\n")
+            sys.stderr.flush()
+
+
+def _sum_terms(acc: dict[str, Tensor], terms: dict[str, Tensor], weight: int) -> None:
+    for k, v in terms.items():
+        acc[k] = acc.get(k, 0) + v.float() * weight
+
+
+def train_one_epoch(
+    model: GenerativeModel,
+    x: Tensor,
+    y: Tensor,
+    optimizers: dict[str, torch.optim.Optimizer],
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: _Progress | None = None,
+) -> dict[str, float]:
+    """One pass over (x, y) in shuffled batches. Returns the mean of each loss term."""
+    model.train()
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator).to(x.device)
+    autocast = autocast_context(device)
+    sums: dict[str, Tensor] = {}
+    n_batches = math.ceil(n / batch_size)
+    for b in range(n_batches):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        xb = x[idx].to(device, non_blocking=True)
+        yb = y[idx].to(device, non_blocking=True)
+        out = model.training_step(xb, yb, optimizers, autocast)
+        # Accumulate on the device: one host sync per epoch instead of one per batch.
+        _sum_terms(sums, {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}, xb.shape[0])
+        if progress is not None:
+            progress.update(b + 1)
+    return {k: float(v) / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def evaluate(
+    model: GenerativeModel, x: Tensor, y: Tensor, device: torch.device, batch_size: int = 1024, prefix: str = "val"
+) -> dict[str, float]:
+    """Mean loss terms on (x, y), plus reconstruction errors for models that reconstruct.
+
+    Returns ``{prefix}_loss``, ``{prefix}_<term>``, and where the model reconstructs
+    ``{prefix}_mse`` (per pixel) and ``{prefix}_sq_err_per_image`` (summed over pixels, as in
+    Hinton & Salakhutdinov 2006), both on the [0, 1] scale.
+    """
+    model.eval()
+    sums: dict[str, Tensor] = {}
+    sq_err = torch.zeros((), device=device)
+    n = x.shape[0]
+    autocast = autocast_context(device)
+    for start in range(0, n, batch_size):
+        xb = x[start : start + batch_size].to(device, non_blocking=True)
+        yb = y[start : start + batch_size].to(device, non_blocking=True)
+        with autocast:
+            out = model.evaluation_loss(xb, yb)
+            _sum_terms(sums, {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}, xb.shape[0])
+            _sum_terms(sums, model.extra_metrics(xb, yb), xb.shape[0])
+            if model.reconstructs:
+                sq_err += (model.reconstruct(xb, yb).float() - xb.float()).pow(2).sum()
+    metrics = {f"{prefix}_{k}": float(v) / n for k, v in sums.items()}
+    if model.reconstructs:
+        pixels = x[0].numel()
+        metrics[f"{prefix}_sq_err_per_image"] = float(sq_err) / n
+        metrics[f"{prefix}_mse"] = float(sq_err) / (n * pixels)
+    return metrics
+
+
+def _check_finite(metrics: dict[str, float], epoch: int) -> None:
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingDivergedError(f"training diverged at epoch {epoch}: {', '.join(bad)} became {metrics[bad[0]]}")
+
+
+def fit(
+    model: GenerativeModel,
+    data: Any,
+    train_config: TrainConfig | None = None,
+    *,
+    device: str | torch.device = "auto",
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` (a DataSplits: x_* (N, C, H, W) in [0, 1], y_* (N,)).
+
+    Validation loss is computed after every epoch; with ``patience`` set, training stops when
+    it has not improved for that many epochs and the best weights are restored. Every
+    ``checkpoint_every`` epochs a checkpoint goes to ``checkpoint_dir/last.pt``; ``resume_from``
+    continues from one. A NaN or infinite loss raises TrainingDivergedError.
+    """
+    cfg = train_config or TrainConfig()
+    device = resolve_device(device)
+    if tuple(data.x_train.shape[1:]) != tuple(model.config.image_shape):
+        raise ConfigError(
+            f"image_shape: model expects {tuple(model.config.image_shape)}, data has {tuple(data.x_train.shape[1:])}"
+        )
+    seed_everything(cfg.seed)
+    model.to(device)
+    optimizers = model.configure_optimizers()
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+    best_val, best_epoch, bad_epochs = math.inf, 0, 0
+    best_state: dict[str, Tensor] | None = None
+
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from)
+        if ckpt.model.config != model.config:
+            raise ConfigError(f"{resume_from}: checkpoint config differs from the model being trained")
+        model.load_state_dict(ckpt.model.state_dict())
+        model.to(device)
+        optimizers = model.configure_optimizers()
+        for name, state in (ckpt.optimizer or {}).items():
+            optimizers[name].load_state_dict(state)
+        start_epoch = (ckpt.epoch or 0) + 1
+        fit_state = ckpt.extra.get("fit_state", {})
+        history = list(fit_state.get("history", []))
+        best_val = fit_state.get("best_val", math.inf)
+        best_epoch = fit_state.get("best_epoch", 0)
+        bad_epochs = fit_state.get("bad_epochs", 0)
+        best_state = ckpt.extra.get("best_state")
+        logger.info("resumed from %s at epoch %d", resume_from, start_epoch)
+
+    on_device = fits_on_device([data.x_train, data.x_val], device)
+    store = device if on_device else torch.device("cpu")
+    x_train, y_train = data.x_train.to(store), data.y_train.to(store)
+    x_val, y_val = data.x_val.to(store), data.y_val.to(store)
+    if not on_device:
+        logger.info("data set does not fit on %s; batches are copied from host memory", device)
+
+    for cb in callbacks:
+        cb.on_fit_begin(model, cfg)
+    t0 = time.perf_counter()
+    stopped_early = False
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch))
+        shuffle = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+        bar = _Progress(math.ceil(x_train.shape[0] / cfg.batch_size), f"epoch {epoch}/{cfg.epochs}", progress)
+        train_terms = train_one_epoch(model, x_train, y_train, optimizers, cfg.batch_size, shuffle, device, bar)
+        metrics = {f"train_{k}": v for k, v in train_terms.items()}
+        metrics.update(evaluate(model, x_val, y_val, device, cfg.eval_batch_size, prefix="val"))
+        metrics["epoch"] = epoch
+        bar.close(f"loss {metrics['train_loss']:.4g} val {metrics['val_loss']:.4g}")
+        _check_finite(metrics, epoch)
+        history.append(metrics)
+        logger.info("epoch %d: %s", epoch, {k: round(v, 5) for k, v in metrics.items()})
+
+        if metrics["val_loss"] < best_val - cfg.min_delta:
+            best_val, best_epoch, bad_epochs = metrics["val_loss"], epoch, 0
+            if cfg.patience is not None:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, metrics, model)
+        if checkpoint_dir is not None and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+            fit_state = {"history": history, "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+            extra: dict[str, Any] = {"fit_state": fit_state}
+            if best_state is not None:
+                extra["best_state"] = {k: v.cpu() for k, v in best_state.items()}
+            save_checkpoint(Path(checkpoint_dir) / "last.pt", model, optimizers, epoch, extra)
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            logger.info("early stopping at epoch %d (best epoch %d)", epoch, best_epoch)
+            stopped_early = True
+            break
+
+    if best_state is not None and best_epoch and best_epoch != epoch:
+        model.load_state_dict(copy.deepcopy(best_state))
+    result = FitResult(
+        model=model,
+        history=history,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - t0,
+        device=str(device),
+    )
+    for cb in callbacks:
+        cb.on_fit_end(result)
+    return result
