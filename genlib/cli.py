@@ -198,6 +198,10 @@ def sample_command(
     typer.echo(f"wrote {n} samples to {out}")
 
 
+# Commands that orchestrate or track (they import prefect/mlflow lazily, inside the commands).
+from genlib import cli_ops  # noqa: E402,F401
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app and turn user errors into one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
