@@ -77,9 +77,10 @@ def train_command(
     model: str = typer.Argument(..., help="registered model name (see `genlib models`)"),
     dataset: str = typer.Option("digits", "--dataset", help="data set name or path"),
     out: Path = typer.Option(..., "--out", help="output folder for model.pt, metrics.json and PNG grids"),
-    epochs: int = typer.Option(10, "--epochs"),
+    profile: str = typer.Option("quick", "--profile", help="default hyper-parameters: quick or full"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="default: the profile's"),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim"),
-    batch_size: int = typer.Option(128, "--batch-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: the profile's"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
@@ -92,15 +93,22 @@ def train_command(
     from genlib.models import get_config_class
     from genlib.training import TrainConfig, resolve_device, save_checkpoint, train_model
 
+    from genlib.profiles import family_settings
+
     config_class = get_config_class(model)
-    overrides = parse_set_options(set_)
+    settings = family_settings(profile, model)
+    overrides = {**settings.model, **parse_set_options(set_)}
     if latent_dim is not None:
         if "latent_dim" not in config_class.model_fields:
             raise ConfigError(f"--latent-dim does not apply to {model}; its config has no latent_dim field")
         overrides["latent_dim"] = latent_dim
     if lr is not None:
         overrides["lr"] = lr
-    train_config = _validated(TrainConfig, epochs=epochs, batch_size=batch_size, seed=seed, patience=patience)
+    train_values = {**settings.train, "seed": seed}
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if value is not None:
+            train_values[key] = value
+    train_config = _validated(TrainConfig, **train_values)
     torch_device = resolve_device(device)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
@@ -176,9 +184,10 @@ def sample_command(
     """Draw N images from a trained generative model into one PNG grid."""
     import torch
 
-    from genlib.images import save_grid
     from genlib.training import load_checkpoint
 
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ConfigError(f"--out {out}: expected the path of a .png file")
     model = load_checkpoint(checkpoint).model.eval()
     if not model.generates:
         raise ConfigError(f"{checkpoint}: {model.name} does not generate; sampling needs vae, cvae, gan, cgan or rbm")
@@ -194,6 +203,8 @@ def sample_command(
         images = model.sample(n, labels=label_tensor, generator=torch.Generator().manual_seed(seed))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    from genlib.images import save_grid  # torchvision takes seconds to import: not before the checks
+
     save_grid(images, out, nrow=max(1, int(n**0.5)))
     typer.echo(f"wrote {n} samples to {out}")
 
@@ -202,17 +213,52 @@ def sample_command(
 from genlib import cli_ops  # noqa: E402,F401
 
 
+def _click_exceptions() -> tuple[type, type, type, type]:
+    """(ClickException, UsageError, NoArgsIsHelpError, Abort) of the click that typer runs on.
+
+    Recent typer versions vendor click as ``typer._click``; older ones use the click package.
+    """
+    try:
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    except ImportError:  # typer without a vendored click
+        from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    return ClickException, UsageError, NoArgsIsHelpError, typer.Abort
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: run the app and turn user errors into one line and exit code 2."""
+    """Console-script entry: run the app and turn user errors into one line and exit code 2.
+
+    Usage errors (a bad option value, a missing option, an unknown command) are user errors too:
+    one line rather than click's usage block, so every mistake reads the same.
+    """
+    click_exception, usage_error, no_args_is_help, abort = _click_exceptions()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False)
     except GenlibError as err:
         typer.echo(f"error: {str(err).splitlines()[0]}", err=True)
         sys.exit(EXIT_USER_ERROR)
+    except no_args_is_help as err:
+        message = err.format_message()  # rich typer has already printed the help; plain click has not
+        if message.strip():
+            typer.echo(message, err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except usage_error as err:
+        first = (err.format_message().strip().splitlines() or ["invalid usage"])[0]
+        hint = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) is not None else ""
+        typer.echo(f"error: {first}{hint}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except click_exception as err:
+        typer.echo(f"error: {(err.format_message().strip().splitlines() or ['failed'])[0]}", err=True)
+        sys.exit(err.exit_code)
+    except abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    # Non-standalone mode returns the exit code of typer.Exit / --help, or the command's return value.
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+
+# One intra-op thread: the tests' tiny tensors gain nothing from more, and on a 2-core machine
+# shared with servers (MLflow, Prefect) extra threads only oversubscribe the cores.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Tests never touch the user's caches or a tracking server they did not start.
 os.environ.setdefault("GENLIB_CACHE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "genlib-test-cache"))

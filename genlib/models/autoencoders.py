@@ -58,8 +58,8 @@ class AE(GenerativeModel):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
-    def encode(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, latent_dim)."""
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, latent_dim); ``y`` is ignored (same signature as the other families)."""
         return self.encoder(x)
 
     def decode_logits(self, z: Tensor) -> Tensor:

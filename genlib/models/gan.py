@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from genlib.errors import ConfigError
 from genlib.models.base import GANOutput, GenerativeModel, ModelConfig, detach_output, randn
 from genlib.models.layers import check_conv_shape
 from genlib.models.registry import register_model
@@ -159,6 +160,8 @@ class GAN(GenerativeModel):
     def training_step(
         self, x: Tensor, y: Tensor, optimizers: dict[str, torch.optim.Optimizer], autocast: AbstractContextManager
     ) -> GANOutput:
+        if x.shape[0] < 2:
+            raise ConfigError("batch_size: GAN training needs at least 2 images per batch (BatchNorm statistics)")
         y = y if self.conditional else None
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         with autocast:

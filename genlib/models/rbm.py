@@ -101,18 +101,22 @@ class RBM(GenerativeModel):
             if self.config.binarize:
                 v0 = torch.bernoulli(v0)
             ph0 = self.hidden_probs(v0)
+            n = v0.shape[0]
             if self.config.persistent:
-                if self.persistent_chain.shape[0] != v0.shape[0]:
-                    self.persistent_chain = torch.bernoulli(torch.full_like(v0, 0.5))
-                vk = self.persistent_chain
+                # Chains persist whatever the batch size: a smaller batch continues the first n chains,
+                # a larger one adds fresh chains from noise (restarting them all would make PCD plain CD).
+                missing = n - self.persistent_chain.shape[0]
+                if missing > 0:
+                    fresh = torch.bernoulli(torch.full_like(v0[:missing], 0.5))
+                    self.persistent_chain = torch.cat([self.persistent_chain, fresh])
+                vk = self.persistent_chain[:n]
             else:
                 vk = v0
             for _ in range(self.config.cd_k):
                 vk, _ = self.gibbs_step(vk)
             if self.config.persistent:
-                self.persistent_chain = vk
+                self.persistent_chain[:n] = vk
             phk = self.hidden_probs(vk)
-            n = v0.shape[0]
             self.weight.grad = (vk.T @ phk - v0.T @ ph0) / n
             self.visible_bias.grad = (vk - v0).mean(0)
             self.hidden_bias.grad = (phk - ph0).mean(0)

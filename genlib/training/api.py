@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from genlib.models import GenerativeModel, get_model, make_config
-from genlib.training.loop import Callback, FitResult, TrainConfig, evaluate, fit, resolve_device
+from genlib.training.loop import Callback, FitResult, TrainConfig, evaluate, fit, require_examples, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def train_model(
 ) -> TrainedModel:
     """Build model ``name`` for ``data``, fit it, and measure it on the test split."""
     device = resolve_device(device)
+    require_examples(data, ("train", "val", "test"))  # before training, not after it
     config = build_config(name, data, model_overrides)
     train_config = train_config or TrainConfig()
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed too

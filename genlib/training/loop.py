@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from genlib.errors import ConfigError, TrainingDivergedError
+from genlib.errors import ConfigError, DataError, TrainingDivergedError
 from genlib.models import GenerativeModel, autocast_context
 from genlib.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -117,6 +117,15 @@ def _sum_terms(acc: dict[str, Tensor], terms: dict[str, Tensor], weight: int) ->
         acc[k] = acc.get(k, 0) + v.float() * weight
 
 
+def num_batches(n: int, batch_size: int) -> int:
+    """Batches per epoch: a last batch of one example is folded into the one before.
+
+    BatchNorm cannot normalise a single example in training mode (the GANs would crash).
+    """
+    count = math.ceil(n / batch_size)
+    return count - 1 if count > 1 and n % batch_size == 1 else count
+
+
 def train_one_epoch(
     model: GenerativeModel,
     x: Tensor,
@@ -133,9 +142,9 @@ def train_one_epoch(
     order = torch.randperm(n, generator=generator).to(x.device)
     autocast = autocast_context(device)
     sums: dict[str, Tensor] = {}
-    n_batches = math.ceil(n / batch_size)
+    n_batches = num_batches(n, batch_size)
     for b in range(n_batches):
-        idx = order[b * batch_size : (b + 1) * batch_size]
+        idx = order[b * batch_size : (b + 1) * batch_size if b < n_batches - 1 else n]
         xb = x[idx].to(device, non_blocking=True)
         yb = y[idx].to(device, non_blocking=True)
         out = model.training_step(xb, yb, optimizers, autocast)
@@ -178,6 +187,14 @@ def evaluate(
     return metrics
 
 
+def require_examples(data: Any, splits: Sequence[str]) -> None:
+    """Raise DataError when one of ``splits`` of ``data`` (e.g. "train", "val") has no examples."""
+    for which in splits:
+        if getattr(data, f"x_{which}").shape[0] == 0:
+            name = getattr(data, "name", "the data set")
+            raise DataError(f"{name}: the {which} split is empty; training needs at least one {which} example")
+
+
 def _check_finite(metrics: dict[str, float], epoch: int) -> None:
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
@@ -204,6 +221,7 @@ def fit(
     """
     cfg = train_config or TrainConfig()
     device = resolve_device(device)
+    require_examples(data, ("train", "val"))
     if tuple(data.x_train.shape[1:]) != tuple(model.config.image_shape):
         raise ConfigError(
             f"image_shape: model expects {tuple(model.config.image_shape)}, data has {tuple(data.x_train.shape[1:])}"
@@ -249,7 +267,7 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs + 1):
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
         shuffle = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-        bar = _Progress(math.ceil(x_train.shape[0] / cfg.batch_size), f"epoch {epoch}/{cfg.epochs}", progress)
+        bar = _Progress(num_batches(x_train.shape[0], cfg.batch_size), f"epoch {epoch}/{cfg.epochs}", progress)
         train_terms = train_one_epoch(model, x_train, y_train, optimizers, cfg.batch_size, shuffle, device, bar)
         metrics = {f"train_{k}": v for k, v in train_terms.items()}
         metrics.update(evaluate(model, x_val, y_val, device, cfg.eval_batch_size, prefix="val"))

@@ -1,0 +1,423 @@
+"""Per-family maths: VAE KL and ELBO, RBM energies versus brute force, CD learning, noise, DAE and GAN losses."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from contextlib import nullcontext
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genlib.models import get_model, make_config
+from genlib.models.autoencoders import add_noise, reconstruction_loss
+from genlib.models.vae import gaussian_kl, log_normal
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors run fastest on one thread; several threads on busy shared cores are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- VAE ----------------------------------------------------------------------------------------------
+
+
+def test_gaussian_kl_matches_a_monte_carlo_estimate():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    logvar = torch.randn(3, 4, generator=g, dtype=torch.float64) * 0.8
+    n = 200_000
+    z = mu + torch.randn(n, 3, 4, generator=g, dtype=torch.float64) * (0.5 * logvar).exp()
+    # KL(q || p) = E_q[log q(z) - log p(z)]
+    log_q = (-0.5 * (math.log(2 * math.pi) + logvar + (z - mu) ** 2 / logvar.exp())).sum(-1)
+    log_p = (-0.5 * (math.log(2 * math.pi) + z**2)).sum(-1)
+    diff = log_q - log_p  # (n, 3)
+    mc, mc_std = diff.mean(0), diff.std(0) / math.sqrt(n)
+    closed = gaussian_kl(mu, logvar)
+    assert closed.shape == (3,)
+    assert torch.all((closed - mc).abs() < 5 * mc_std), (closed, mc, mc_std)
+
+
+def test_gaussian_kl_is_zero_only_at_the_prior():
+    zeros = torch.zeros(2, 5)
+    assert torch.allclose(gaussian_kl(zeros, zeros), torch.zeros(2))
+    assert torch.all(gaussian_kl(torch.full((2, 5), 0.3), zeros) > 0)
+    assert torch.all(gaussian_kl(zeros, torch.full((2, 5), -0.5)) > 0)
+    # KL of independent latents adds up: one latent at mu=1 gives exactly 0.5 nats.
+    mu = torch.zeros(1, 5)
+    mu[0, 2] = 1.0
+    assert gaussian_kl(mu, torch.zeros(1, 5)).item() == pytest.approx(0.5)
+
+
+def test_log_normal_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    z, mu, logvar = (torch.randn(4, 3, generator=g) for _ in range(3))
+    expected = torch.distributions.Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    assert torch.allclose(log_normal(z, mu, logvar), expected, atol=1e-5)
+
+
+def _tiny_vae(**extra):
+    torch.manual_seed(0)
+    config = make_config("vae", {"image_shape": (1, 4, 4), "hidden_dims": (8,), "latent_dim": 3, **extra})
+    return get_model("vae", config)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.25])
+def test_vae_negative_elbo_decomposes(beta):
+    model = _tiny_vae(beta=beta)
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(7)
+    out = model.loss(x)
+    assert out.loss.item() == pytest.approx(out.recon.item() + beta * out.kl.item(), rel=1e-6)
+
+    # Recompute each term by hand with the same reparameterisation noise.
+    torch.manual_seed(7)
+    mu, logvar = model.encode_dist(x)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    logits = model.decode_logits(z)
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
+    kl = gaussian_kl(mu, logvar).mean()
+    assert out.recon.item() == pytest.approx(recon.item(), rel=1e-5)
+    assert out.kl.item() == pytest.approx(kl.item(), rel=1e-5)
+    assert out.kl.item() > 0
+
+
+def test_vae_gaussian_decoder_log_likelihood():
+    model = _tiny_vae(decoder="gaussian", decoder_sigma=0.5)
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    mean = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    expected = torch.distributions.Normal(mean, 0.5).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(model.log_px_given_z(mean, x), expected, atol=1e-4)
+
+
+def test_importance_weights_bound_is_below_zero_and_tightens_with_k():
+    # For binary x under a Bernoulli decoder, log p(x) <= 0; the IWAE bound rises with k on average.
+    model = _tiny_vae()
+    x = (torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+    torch.manual_seed(0)
+    w1 = model.log_importance_weights(x, k=1)
+    wk = model.log_importance_weights(x, k=500)
+    assert w1.shape == (1, 4) and wk.shape == (500, 4)
+    elbo = wk.mean(0)
+    iwae = torch.logsumexp(wk, 0) - math.log(500)
+    assert torch.all(iwae <= 0)
+    assert torch.all(iwae >= elbo)
+
+
+# --- RBM ----------------------------------------------------------------------------------------------
+
+
+def _tiny_rbm(n_vis: int = 6, n_hid: int = 4, seed: int = 0, **extra):
+    """RBM with n_vis = 1 x 1 x n_vis visible units and O(1) random weights (so the tests are not trivial)."""
+    torch.manual_seed(seed)
+    model = get_model("rbm", make_config("rbm", {"image_shape": (1, 1, n_vis), "hidden_units": n_hid, **extra}))
+    with torch.no_grad():
+        model.weight.normal_(0, 1.0)
+        model.visible_bias.normal_(0, 0.5)
+        model.hidden_bias.normal_(0, 0.5)
+    return model
+
+
+def _binary(n: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+
+
+def _energy(model, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """E(v, h) = -v.b_v - h.b_h - v W h for every pair: v (A, V), h (B, H) -> (A, B)."""
+    w, bv, bh = (p.detach().double() for p in (model.weight, model.visible_bias, model.hidden_bias))
+    return -(v @ bv)[:, None] - (h @ bh)[None, :] - (v @ w @ h.T)
+
+
+@pytest.mark.parametrize("n_vis,n_hid", [(6, 4), (4, 6)])
+def test_rbm_free_energy_matches_brute_force(n_vis, n_hid):
+    model = _tiny_rbm(n_vis, n_hid)
+    v, h = _binary(n_vis), _binary(n_hid)
+    brute = -torch.logsumexp(-_energy(model, v, h), dim=1)  # F(v) = -log sum_h exp(-E(v, h))
+    assert torch.allclose(model.free_energy(v.float()).double(), brute, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_vis,n_hid", [(6, 4), (4, 6)])  # both enumeration branches of log Z
+def test_rbm_log_partition_matches_brute_force_over_both_layers(n_vis, n_hid):
+    model = _tiny_rbm(n_vis, n_hid)
+    brute = torch.logsumexp(-_energy(model, _binary(n_vis), _binary(n_hid)).flatten(), 0)
+    assert model.log_partition_exact().item() == pytest.approx(brute.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("n_vis,n_hid", [(6, 4), (4, 6)])
+def test_rbm_exact_likelihood_is_a_distribution(n_vis, n_hid):
+    model = _tiny_rbm(n_vis, n_hid)
+    v = _binary(n_vis).float().view(-1, 1, 1, n_vis)
+    logp = model.log_likelihood_exact(v)
+    assert logp.shape == (2**n_vis,) and logp.dtype == torch.float64
+    assert torch.all(logp < 0)
+    assert torch.logsumexp(logp, 0).exp().item() == pytest.approx(1.0, abs=1e-9)
+    # Grey levels are thresholded at 0.5.
+    assert torch.equal(model.log_likelihood_exact(v * 0.4 + 0.3), logp)
+
+
+def test_rbm_exact_log_partition_refuses_large_layers():
+    torch.manual_seed(0)
+    model = get_model("rbm", make_config("rbm", {"image_shape": (1, 5, 5), "hidden_units": 21}))
+    with pytest.raises(ValueError, match="20"):
+        model.log_partition_exact()
+
+
+def test_rbm_conditionals_match_the_joint():
+    model = _tiny_rbm(6, 4)
+    v, h = _binary(6), _binary(4)
+    joint = torch.softmax(-_energy(model, v, h).flatten(), 0).view(len(v), len(h))
+    p_h_given_v = joint / joint.sum(1, keepdim=True)
+    expected = p_h_given_v @ h  # E[h_j | v] = p(h_j = 1 | v)
+    assert torch.allclose(model.hidden_probs(v.float()).double(), expected, atol=1e-5)
+    p_v_given_h = joint / joint.sum(0, keepdim=True)
+    assert torch.allclose(model.visible_probs(h.float()).double(), (p_v_given_h.T @ v), atol=1e-5)
+
+
+def test_rbm_exact_pseudo_likelihood_matches_brute_force():
+    model = _tiny_rbm(6, 4)
+    states = _binary(6)
+    logp = model.log_likelihood_exact(states.float().view(-1, 1, 1, 6))
+    index = {tuple(int(b) for b in s): i for i, s in enumerate(states)}
+    data = states[[3, 17, 40, 63]]
+    expected = []
+    for s in data:
+        total = 0.0
+        for i in range(6):
+            flipped = s.clone()
+            flipped[i] = 1 - flipped[i]
+            a, b = logp[index[tuple(int(t) for t in s)]], logp[index[tuple(int(t) for t in flipped)]]
+            total += (a - torch.logaddexp(a, b)).item()  # log p(v_i | v_-i)
+        expected.append(total)
+    got = model.pseudo_log_likelihood(data.float().view(-1, 1, 1, 6), exact=True)
+    assert torch.allclose(got.double(), torch.tensor(expected, dtype=torch.float64), atol=1e-4)
+
+    # The stochastic estimate (one random bit, times V) is unbiased for it.
+    many = data[:1].float().repeat(4000, 1).view(-1, 1, 1, 6)
+    est = model.pseudo_log_likelihood(many, generator=torch.Generator().manual_seed(0))
+    assert est.mean().item() == pytest.approx(expected[0], abs=5 * est.std().item() / math.sqrt(4000))
+
+
+def test_cd_training_raises_the_data_likelihood():
+    torch.manual_seed(0)
+    model = get_model(
+        "rbm", make_config("rbm", {"image_shape": (1, 1, 6), "hidden_units": 4, "lr": 0.5, "momentum": 0.5})
+    )
+    patterns = torch.tensor(
+        [[1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], [1, 0, 1, 0, 1, 0], [1, 1, 0, 0, 1, 1]], dtype=torch.float32
+    )
+    data = patterns.repeat(4, 1).view(-1, 1, 1, 6)
+    others = _binary(6).float()
+    is_data = (others[:, None, :] == patterns[None]).all(-1).any(1)
+
+    def stats():
+        ll = model.log_likelihood_exact(data).mean().item()
+        fe = model.free_energy(others)
+        return ll, fe[is_data].mean().item() - fe[~is_data].mean().item()
+
+    ll0, gap0 = stats()
+    optimizers = model.configure_optimizers()
+    for _ in range(60):
+        out = model.training_step(data, torch.zeros(len(data), dtype=torch.long), optimizers, nullcontext())
+        assert torch.isfinite(out.loss)
+    ll1, gap1 = stats()
+    assert ll1 > ll0 + 1.0, (ll0, ll1)  # uniform over 64 states is -4.16 nats; 4 patterns allow -1.39
+    assert gap1 < gap0 - 1.0, (gap0, gap1)  # data free energy falls relative to the other states
+
+
+def test_persistent_cd_keeps_its_chain_between_steps():
+    torch.manual_seed(0)
+    model = get_model("rbm", make_config("rbm", {"image_shape": (1, 1, 6), "hidden_units": 4, "persistent": True}))
+    optimizers = model.configure_optimizers()
+    x = torch.ones(8, 1, 1, 6)
+    y = torch.zeros(8, dtype=torch.long)
+    model.training_step(x, y, optimizers, nullcontext())
+    assert model.persistent_chain.shape == (8, 6)
+    chain = model.persistent_chain.clone()
+    # A smaller final batch must continue (a part of) the chain rather than restart it from noise.
+    torch.manual_seed(1)
+    model.training_step(x[:5], y[:5], optimizers, nullcontext())
+    assert model.persistent_chain.shape == (8, 6)
+    assert torch.equal(model.persistent_chain[5:], chain[5:])
+    assert "persistent_chain" in model.state_dict()
+    # A larger batch continues the existing chains and adds fresh ones for the extra rows.
+    chain = model.persistent_chain.clone()
+    seen = []
+    original = model.gibbs_step
+
+    def recording(v, generator=None):
+        seen.append(v.clone())
+        return original(v, generator)
+
+    model.gibbs_step = recording
+    xs, ys = torch.ones(11, 1, 1, 6), torch.zeros(11, dtype=torch.long)
+    model.training_step(xs, ys, optimizers, nullcontext())
+    assert model.persistent_chain.shape == (11, 6)
+    assert torch.equal(seen[0][:8], chain)
+
+
+# --- denoising autoencoder -------------------------------------------------------------------------
+
+
+def _rate_tolerance(p: float, n: int) -> float:
+    return 5 * math.sqrt(p * (1 - p) / n) + 1e-9
+
+
+@pytest.mark.parametrize("level", [0.0, 0.25, 0.6])
+def test_masking_noise_zeros_about_level_of_pixels(level):
+    x = torch.full((50, 1, 20, 20), 0.7)
+    noisy = add_noise(x, "masking", level, torch.Generator().manual_seed(0))
+    assert noisy.shape == x.shape
+    zero = noisy == 0
+    assert torch.all(noisy[~zero] == 0.7)  # the rest untouched
+    assert zero.float().mean().item() == pytest.approx(level, abs=_rate_tolerance(level, x.numel()))
+
+
+@pytest.mark.parametrize("level", [0.0, 0.3, 1.0])
+def test_salt_and_pepper_sets_about_level_to_zero_or_one(level):
+    x = torch.full((50, 1, 20, 20), 0.5)
+    noisy = add_noise(x, "salt_pepper", level, torch.Generator().manual_seed(0))
+    changed = noisy != 0.5
+    assert torch.all((noisy[changed] == 0) | (noisy[changed] == 1))
+    assert changed.float().mean().item() == pytest.approx(level, abs=_rate_tolerance(level, x.numel()))
+    if level > 0:
+        salt = (noisy[changed] == 1).float().mean().item()
+        assert salt == pytest.approx(0.5, abs=_rate_tolerance(0.5, int(changed.sum())))
+
+
+def test_gaussian_noise_stays_in_unit_interval_and_has_the_right_scale():
+    x = torch.full((50, 1, 20, 20), 0.5)
+    noisy = add_noise(x, "gaussian", 0.1, torch.Generator().manual_seed(0))
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    assert (noisy - x).std().item() == pytest.approx(0.1, rel=0.05)
+    edge = add_noise(torch.ones(4, 1, 8, 8), "gaussian", 0.5, torch.Generator().manual_seed(0))
+    assert edge.min() >= 0 and edge.max() <= 1 and (edge < 1).any()
+
+
+def test_noise_is_reproducible_and_refuses_unknown_kinds():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for kind in ("gaussian", "masking", "salt_pepper"):
+        a = add_noise(x, kind, 0.3, torch.Generator().manual_seed(3))
+        b = add_noise(x, kind, 0.3, torch.Generator().manual_seed(3))
+        assert torch.equal(a, b) and not torch.equal(a, x)
+    with pytest.raises(ValueError, match="poisson"):
+        add_noise(x, "poisson", 0.3)
+
+
+@pytest.mark.parametrize("noise", ["masking", "salt_pepper", "gaussian"])
+def test_dae_loss_uses_corrupted_inputs_and_clean_targets(noise):
+    torch.manual_seed(0)
+    config = make_config("dae", {"image_shape": (1, 6, 6), "hidden_dims": (8,), "latent_dim": 3, "noise": noise,
+                                 "noise_level": 0.5})
+    model = get_model("dae", config)
+    with torch.no_grad():  # larger weights, so that the loss depends clearly on what the encoder sees
+        for p in model.parameters():
+            p.mul_(4)
+    x = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(42)
+    got = model.loss(x).loss
+    torch.manual_seed(42)
+    corrupted = add_noise(x, noise, 0.5)  # the same draws as the model's corruption
+    with torch.no_grad():
+        logits = model.decode_logits(model.encode(corrupted))
+        expected = reconstruction_loss(logits, x, "bce").mean()
+        corrupted_target = reconstruction_loss(logits, corrupted, "bce").mean()
+        clean_input = reconstruction_loss(model.decode_logits(model.encode(x)), x, "bce").mean()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert got.item() != pytest.approx(corrupted_target.item(), rel=1e-3)
+    assert got.item() != pytest.approx(clean_input.item(), rel=1e-3)
+    # Reconstruction (used for evaluation and grids) sees the clean input.
+    assert torch.equal(model.reconstruct(x), torch.sigmoid(model.decode_logits(model.encode(x))))
+
+
+def test_reconstruction_losses_match_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    logits, x = torch.randn(3, 1, 4, 4, generator=g), torch.rand(3, 1, 4, 4, generator=g)
+    p = torch.sigmoid(logits)
+    bce = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    assert torch.allclose(reconstruction_loss(logits, x, "bce"), bce, atol=1e-4)
+    assert torch.allclose(reconstruction_loss(logits, x, "mse"), ((p - x) ** 2).flatten(1).sum(1), atol=1e-6)
+
+
+# --- GAN ----------------------------------------------------------------------------------------------
+
+
+def _tiny_gan(name: str = "gan", **extra):
+    torch.manual_seed(0)
+    config = make_config(name, {"image_shape": (1, 8, 8), "num_classes": 3, "latent_dim": 4,
+                                "generator_features": 4, "discriminator_features": 4, **extra})
+    return get_model(name, config)
+
+
+@pytest.mark.parametrize("name", ["gan", "cgan"])
+def test_gan_step_updates_both_networks_with_their_own_optimizers(name):
+    model = _tiny_gan(name)
+    optimizers = model.configure_optimizers()
+    assert set(optimizers) == {"discriminator", "generator"}
+    d_params = {id(p) for g in optimizers["discriminator"].param_groups for p in g["params"]}
+    g_params = {id(p) for g in optimizers["generator"].param_groups for p in g["params"]}
+    assert d_params == {id(p) for p in model.discriminator.parameters()}
+    assert g_params == {id(p) for p in model.generator.parameters()}
+    for opt in optimizers.values():
+        assert opt.param_groups[0]["betas"] == (0.5, 0.999)
+
+    d_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    g_before = [p.detach().clone() for p in model.generator.parameters()]
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = model.training_step(x, y, optimizers, nullcontext())
+    assert all(not torch.equal(a, p) for a, p in zip(d_before, model.discriminator.parameters()))
+    assert all(not torch.equal(a, p) for a, p in zip(g_before, model.generator.parameters()))
+    assert out.loss.item() == pytest.approx(out.d_loss.item() + out.g_loss.item(), rel=1e-6)
+    assert 0 < out.d_real.item() < 1 and 0 < out.d_fake.item() < 1
+    # Each Adam has taken exactly one step.
+    for opt in optimizers.values():
+        steps = {int(s["step"]) for s in opt.state.values()}
+        assert steps == {1}
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_discriminator_loss_is_the_bce_sum_on_fixed_logits(smoothing, monkeypatch):
+    model = _tiny_gan(label_smoothing=smoothing)
+    real_logits = torch.tensor([2.0, -1.0, 0.5, 0.0])
+    fake_logits = torch.tensor([-0.3, 1.2, 0.0, -2.5])
+    seen = []
+
+    def fixed(x_pm1, y=None):
+        seen.append(x_pm1)
+        return real_logits if len(seen) == 1 else fake_logits
+
+    monkeypatch.setattr(model, "discriminate", fixed)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    fake = model.generate(torch.randn(4, 4))
+    d_loss, *_ = model._losses(x, None, fake)
+
+    s = smoothing
+    real_term = -((1 - s) * torch.log(torch.sigmoid(real_logits)) + s * torch.log(1 - torch.sigmoid(real_logits)))
+    fake_term = -torch.log(1 - torch.sigmoid(fake_logits))
+    assert d_loss.item() == pytest.approx((real_term.mean() + fake_term.mean()).item(), rel=1e-6)
+    # Real images reach the discriminator on the generator's [-1, 1] scale; fakes are detached.
+    assert torch.allclose(seen[0], x * 2 - 1)
+    assert not seen[1].requires_grad and torch.equal(seen[1], fake.detach())
+
+
+def test_generator_loss_is_non_saturating(monkeypatch):
+    model = _tiny_gan()
+    fake_logits = torch.tensor([-0.3, 1.2, 0.0, -2.5], requires_grad=True)
+    monkeypatch.setattr(model, "discriminate", lambda x_pm1, y=None: fake_logits)
+    out = model.loss(torch.rand(4, 1, 8, 8))
+    expected = -torch.log(torch.sigmoid(fake_logits)).mean()  # -log D(G(z)), not log(1 - D(G(z)))
+    assert out.g_loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_gan_refuses_a_batch_of_one_with_a_config_error():
+    from genlib.errors import ConfigError
+
+    model = _tiny_gan()
+    with pytest.raises(ConfigError, match="batch_size"):
+        model.training_step(torch.rand(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), model.configure_optimizers(),
+                            nullcontext())
