@@ -236,28 +236,30 @@ def test_persistent_cd_keeps_its_chain_between_steps():
     x = torch.ones(8, 1, 1, 6)
     y = torch.zeros(8, dtype=torch.long)
     model.training_step(x, y, optimizers, nullcontext())
-    assert model.persistent_chain.shape == (8, 6)
+    # The chains' state is their hidden sample: (chains, hidden units).
+    assert model.persistent_chain.shape == (8, 4)
     chain = model.persistent_chain.clone()
     # A smaller final batch must continue (a part of) the chain rather than restart it from noise.
     torch.manual_seed(1)
     model.training_step(x[:5], y[:5], optimizers, nullcontext())
-    assert model.persistent_chain.shape == (8, 6)
+    assert model.persistent_chain.shape == (8, 4)
     assert torch.equal(model.persistent_chain[5:], chain[5:])
     assert "persistent_chain" in model.state_dict()
     # A larger batch continues the existing chains and adds fresh ones for the extra rows.
     chain = model.persistent_chain.clone()
     seen = []
-    original = model.gibbs_step
+    original = model.visible_probs
 
-    def recording(v, generator=None):
-        seen.append(v.clone())
-        return original(v, generator)
+    def recording(h):
+        seen.append(h.clone())
+        return original(h)
 
-    model.gibbs_step = recording
+    model.visible_probs = recording
     xs, ys = torch.ones(11, 1, 1, 6), torch.zeros(11, dtype=torch.long)
     model.training_step(xs, ys, optimizers, nullcontext())
-    assert model.persistent_chain.shape == (11, 6)
-    assert torch.equal(seen[0][:8], chain)
+    assert model.persistent_chain.shape == (11, 4)
+    # visible_probs is called first for the monitor (from the data), then from the chains' state.
+    assert torch.equal(seen[1][:8], chain)
 
 
 # --- denoising autoencoder -------------------------------------------------------------------------

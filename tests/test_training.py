@@ -236,7 +236,7 @@ def test_resumed_run_matches_an_uninterrupted_one_exactly(case, tmp_path):
     assert resumed.history == full.history
     assert states_equal(resumed_model, whole)
     if extra.get("persistent"):
-        assert resumed_model.persistent_chain.shape == (8, 64)
+        assert resumed_model.persistent_chain.shape == (8, 8)  # (chains, hidden units)
         assert torch.equal(resumed_model.persistent_chain, whole.persistent_chain)
     assert load_checkpoint(ckpt_dir / "last.pt").epoch == 4
 

@@ -49,8 +49,9 @@ class RBM(GenerativeModel):
         self.weight = nn.Parameter(torch.randn(v, h) * 0.01)
         self.visible_bias = nn.Parameter(torch.zeros(v))
         self.hidden_bias = nn.Parameter(torch.zeros(h))
-        # Fantasy particles of persistent CD; saved with the model so a resumed run continues the chain.
-        self.register_buffer("persistent_chain", torch.zeros(0, v))
+        # Hidden states of the persistent-CD fantasy chains, (chains, H); saved with the model so a
+        # resumed run continues the chains.
+        self.register_buffer("persistent_chain", torch.zeros(0, h))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         chain = state_dict.get(prefix + "persistent_chain")
@@ -95,34 +96,49 @@ class RBM(GenerativeModel):
     def training_step(
         self, x: Tensor, y: Tensor, optimizers: dict[str, torch.optim.Optimizer], autocast: AbstractContextManager
     ) -> RBMOutput:
-        """CD-k (or PCD-k) update: grad = <v h>_model - <v h>_data, applied by the optimizer."""
+        """CD-k (or PCD-k) update: grad = <v h>_model - <v h>_data, applied by the optimizer.
+
+        Pre-activations are reused for the free energies, so a CD-1 step costs five matrix
+        products (as scikit-learn's BernoulliRBM does), monitors included.
+        """
         with torch.no_grad():
             v0 = self._flat(x)
             if self.config.binarize:
                 v0 = torch.bernoulli(v0)
-            ph0 = self.hidden_probs(v0)
             n = v0.shape[0]
+            pre0 = torch.addmm(self.hidden_bias, v0, self.weight)
+            ph0 = torch.sigmoid(pre0)
+            h0 = self._bernoulli(ph0, None)
+            # Monitor: squared error of one Gibbs sweep from the data, p(v | h ~ p(h | v0)).
+            pv1 = self.visible_probs(h0)
             if self.config.persistent:
-                # Chains persist whatever the batch size: a smaller batch continues the first n chains,
-                # a larger one adds fresh chains from noise (restarting them all would make PCD plain CD).
+                # The chains' state is their hidden sample (as in scikit-learn), so no product is
+                # recomputed; a smaller batch continues the first n chains, a larger one adds fresh ones.
                 missing = n - self.persistent_chain.shape[0]
                 if missing > 0:
-                    fresh = torch.bernoulli(torch.full_like(v0[:missing], 0.5))
+                    fresh = torch.bernoulli(torch.full((missing, ph0.shape[1]), 0.5, device=v0.device))
                     self.persistent_chain = torch.cat([self.persistent_chain, fresh])
-                vk = self.persistent_chain[:n]
+                h, pv = self.persistent_chain[:n], None
             else:
-                vk = v0
-            for _ in range(self.config.cd_k):
-                vk, _ = self.gibbs_step(vk)
+                h, pv = h0, pv1
+            for step in range(self.config.cd_k):
+                if pv is None:
+                    pv = self.visible_probs(h)
+                vk = self._bernoulli(pv, None)
+                prek = torch.addmm(self.hidden_bias, vk, self.weight)
+                phk = torch.sigmoid(prek)
+                if step < self.config.cd_k - 1 or self.config.persistent:
+                    h, pv = self._bernoulli(phk, None), None
             if self.config.persistent:
-                self.persistent_chain[:n] = vk
-            phk = self.hidden_probs(vk)
+                self.persistent_chain[:n] = h
             self.weight.grad = (vk.T @ phk - v0.T @ ph0) / n
             self.visible_bias.grad = (vk - v0).mean(0)
             self.hidden_bias.grad = (phk - ph0).mean(0)
+            recon = (pv1 - v0).pow(2).sum(-1).mean()
+            free_energy_v0 = -(v0 @ self.visible_bias) - F.softplus(pre0).sum(-1)
+            free_energy_vk = -(vk @ self.visible_bias) - F.softplus(prek).sum(-1)
+            gap = (free_energy_v0 - free_energy_vk).mean()
             optimizers["model"].step()
-            recon = (self.visible_probs(ph0) - v0).pow(2).sum(-1).mean()
-            gap = (self.free_energy(v0) - self.free_energy(vk)).mean()
         return RBMOutput(loss=recon, recon=recon, free_energy_gap=gap)
 
     @torch.no_grad()

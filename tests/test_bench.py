@@ -1,0 +1,90 @@
+"""Smoke tests of the throughput benchmark on tiny synthetic data: structure only, never speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from bench.throughput import compare_rbm_with_sklearn, main, measure_family, synthetic_data
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthetic_data(256, seed=0, n_test=64)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny matmuls gain nothing from threads, and on a busy machine spinning OpenMP threads make them crawl.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("family", ["ae", "rbm"])
+def test_measure_family_reports_both_sides_and_ratios(tiny, family):
+    result = measure_family(
+        family,
+        tiny,
+        device=torch.device("cpu"),
+        profile="quick",
+        batch_size=32,
+        big_batch=64,
+        repeats=1,
+        target_seconds=0.01,
+    )
+    variants = result["variants"]
+    naive, genlib = variants["naive_b32"], variants["genlib_b32"]
+    for side in (naive, genlib):
+        assert side["error"] is None
+        assert len(side["samples_per_s"]) == 1
+        assert side["median_samples_per_s"] > 0
+        assert side["samples"][0] % side["batch_size"] == 0
+    assert naive["side"] == "naive" and genlib["side"] == "genlib"
+    # Ratios exist and are positive; whether genlib is faster is for the benchmark to report, not to assert.
+    assert result["ratio_equal_batch"] == genlib["ratio_vs_naive"] > 0
+    assert variants["genlib_b64"]["ratio_vs_naive"] > 0
+    assert result["best"]["variant"] in variants
+    json.dumps(result)  # the report is written as JSON
+
+
+def test_compare_rbm_with_sklearn_reports_time_and_pseudo_likelihoods(tiny):
+    result = compare_rbm_with_sklearn(
+        tiny.x, tiny.x_test, hidden=8, batch_size=64, epochs=1, repeats=1, exact_pl_images=2
+    )
+    rows = result["results"]
+    assert set(rows) == {"sklearn:cpu", "genlib:cpu"}
+    for row in rows.values():
+        assert row["median_seconds_per_epoch"] > 0
+        assert row["speedup_vs_sklearn"] > 0
+        for key in ("median_pl_stochastic_own_estimator", "median_pl_stochastic_genlib_estimator", "pl_exact_last_repeat"):
+            assert math.isfinite(row[key]) and row[key] <= 0
+    assert result["settings"]["train_images"] == 256
+    json.dumps(result)
+
+
+def test_cli_writes_json_and_markdown_without_prefect_or_mlflow(tmp_path, capsys):
+    before = set(sys.modules)
+    argv = [
+        "--quick", "--synthetic", "256", "--families", "ae", "--repeats", "1", "--batch-size", "32",
+        "--big-batch", "64", "--target-seconds", "0.01", "--threads", "1", "--rbm-hidden", "8",
+        "--rbm-epochs", "1", "--rbm-batch-size", "64", "--pl-exact-images", "2", "--quiet",
+        "--json", str(tmp_path / "tp.json"), "--markdown", str(tmp_path / "tp.md"),
+    ]  # fmt: skip
+    main(argv)
+    # The benchmark runs where neither is installed (other tests may have imported them earlier).
+    assert not {m.split(".")[0] for m in set(sys.modules) - before} & {"prefect", "mlflow"}
+    report = json.loads((tmp_path / "tp.json").read_text())
+    assert report["environment"]["torch_num_threads"] == 1
+    assert report["settings"]["batch_size"] == 32
+    assert [f["family"] for f in report["families"]] == ["ae"]
+    assert report["families"][0]["variants"]["naive_b32"]["median_samples_per_s"] > 0
+    assert "rbm_vs_sklearn" in report
+    table = (tmp_path / "tp.md").read_text()
+    assert "| ae |" in table and "BernoulliRBM" in table
+    assert table in capsys.readouterr().out
