@@ -88,3 +88,18 @@ def test_cli_writes_json_and_markdown_without_prefect_or_mlflow(tmp_path, capsys
     table = (tmp_path / "tp.md").read_text()
     assert "| ae |" in table and "BernoulliRBM" in table
     assert table in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quality_benchmark_smoke_preset_runs_every_stage(tmp_path):
+    """Every stage of bench.quality runs end to end on a tiny MNIST subset and writes both outputs."""
+    from bench import quality
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nkept text\n")
+    assert quality.main(["--preset", "smoke", "--device", "cpu", "--json", str(tmp_path / "q.json"),
+                         "--markdown", str(doc)]) == 0
+    text = doc.read_text()
+    assert "kept text" in text and quality.QUALITY_BEGIN in text
+    rows = json.loads((tmp_path / "q.json").read_text())["rows"]
+    assert any("PCA" in r["what"] for r in rows) and any("AIS" in r["what"] for r in rows)
