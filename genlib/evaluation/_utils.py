@@ -1,0 +1,136 @@
+"""Small helpers shared by the evaluation modules: scoped seeding, batching, formatting, image figures."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+
+
+# Model name of the real train-vs-test reference row of the "generative_quality" table.
+REAL_FLOOR_NAME = "real (train vs test)"
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNGs (CPU and ``device``) inside the block and restore them afterwards.
+
+    Used where a model draws from the global RNG (VAE importance samples, dropout, init), so that
+    results are reproducible without leaving the caller's RNG state changed.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    # Noise drawn on CPU then moved: the same seed gives the same numbers on CPU and CUDA.
+    return torch.Generator().manual_seed(int(seed))
+
+
+@torch.no_grad()
+def batched(fn: Callable[..., Tensor], *tensors: Tensor | None, device: torch.device, batch_size: int) -> Tensor:
+    """Apply ``fn`` to aligned minibatches (moved to ``device``) and concatenate the results on CPU.
+
+    Args: tensors (N, ...) each, or None (passed through as None). Returns fn's outputs stacked along dim 0.
+    """
+    n = next(t for t in tensors if t is not None).shape[0]
+    outs = []
+    for start in range(0, n, batch_size):
+        args = [None if t is None else t[start : start + batch_size].to(device, non_blocking=True) for t in tensors]
+        outs.append(fn(*args).detach().float().cpu())
+    return torch.cat(outs, 0)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for a single value)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
+def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """'25.81 +- 0.50' (or just the mean when std is NaN)."""
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return ""
+        if v == int(v) and abs(v) < 1e6:
+            return str(int(v))
+        if 1000 <= abs(v) < 1e7:
+            return f"{v:.1f}"
+        return f"{v:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``df`` (index included when it is not a plain RangeIndex)."""
+    if not isinstance(df.index, pd.RangeIndex):
+        df = df.reset_index()
+    header = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(format_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def image_row(images: Tensor, pad: int = 2) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> one (H + 2 pad, N (W + pad) + pad, C) array, white-padded, images side by side.
+
+    Built here rather than with torchvision's make_grid so that importing evaluation stays light.
+    """
+    x = images.detach().float().cpu().clamp(0, 1).numpy()
+    n, c, h, w = x.shape
+    out = np.ones((h + 2 * pad, n * (w + pad) + pad, c), dtype=np.float32)
+    for i in range(n):
+        left = pad + i * (w + pad)
+        out[pad : pad + h, left : left + w, :] = x[i].transpose(1, 2, 0)
+    return out
+
+
+def grid_figure(rows: Sequence[Tensor], row_titles: Sequence[str], title: str) -> Figure:
+    """One figure with each (N, C, H, W) tensor of ``rows`` shown as a row of images, titled on the left."""
+    n = max(r.shape[0] for r in rows)
+    fig = Figure(figsize=(max(4.0, 0.8 * n + 1.2), 0.9 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, images, label in zip(axes, rows, row_titles):
+        grid = image_row(images)
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def with_train(data: Any, x_train: Tensor, y_train: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None) -> Any:
+    """A copy of a DataSplits-like dataclass with other train (and optionally val) tensors."""
+    fields: dict[str, Any] = {"x_train": x_train, "y_train": y_train}
+    if x_val is not None:
+        fields.update(x_val=x_val, y_val=y_val)
+    names = {f.name for f in dataclasses.fields(data)}
+    if "digest" in names:
+        from genlib.data.splits import compute_digest
+
+        arrays = [fields.get(k, getattr(data, k)) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")]
+        fields["digest"] = compute_digest(*arrays)
+    return dataclasses.replace(data, **fields)

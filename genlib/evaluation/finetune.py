@@ -1,0 +1,161 @@
+"""Semi-supervised use of an unsupervised encoder: an ``ae`` pretrained on the whole train split, its
+encoder then given a linear head and a small class-balanced labelled subset. Test error (%) by label
+budget, laid out like Table 1 of Kingma et al. (2014): rows are methods, columns label budgets."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from genlib.errors import ConfigError
+from genlib.evaluation._utils import batched, format_mean_std, mean_std, seeded
+from genlib.evaluation.classifier import accuracy, train_classifier
+from genlib.evaluation.profiles import EvalProfile
+
+logger = logging.getLogger(__name__)
+
+# Row keys and their readable names, in table order.
+FINETUNE_METHODS = {
+    "scratch": "from scratch (encoder architecture + linear head)",
+    "frozen": "pretrained ae encoder, frozen + linear head",
+    "finetuned": "pretrained ae encoder + head, fine-tuned end to end",
+}
+
+
+class EncoderClassifier(nn.Module):
+    """encoder (B, C, H, W) -> code (B, latent) -> linear head -> logits (B, num_classes)."""
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(latent_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+def label_subsets(y: Tensor, budgets: tuple[int, ...], seeds: tuple[int, ...]) -> dict[tuple[int, int], Tensor]:
+    """Class-balanced index subsets of y (N,) for every (budget, seed); budgets the data cannot fill are skipped.
+
+    Returns {(budget, seed): sorted int64 indices (budget,)}; the same seed gives the same subset.
+    """
+    from genlib.data import balanced_subset
+
+    out: dict[tuple[int, int], Tensor] = {}
+    for budget in budgets:
+        if budget > y.shape[0]:
+            logger.info("label budget %d exceeds the %d training images; skipped", budget, y.shape[0])
+            continue
+        try:
+            for seed in seeds:
+                out[(budget, seed)] = balanced_subset(y.cpu(), budget, seed)
+        except ConfigError as err:
+            logger.info("label budget %d skipped: %s", budget, err)
+            for seed in seeds:
+                out.pop((budget, seed), None)
+    return out
+
+
+def pretrain_ae(data: Any, profile: EvalProfile, device: torch.device, cached: dict[int, Any] | None = None) -> Any:
+    """The unsupervised ``ae`` with code size ``profile.pretrain_latent`` (reused from ``cached`` when there)."""
+    if cached and profile.pretrain_latent in cached:
+        return cached[profile.pretrain_latent]
+    from genlib.evaluation.pca import train_suite_model
+
+    return train_suite_model("ae", data, profile.pretrain_latent, profile, device)
+
+
+def finetune_experiment(
+    data: Any, profile: EvalProfile, *, device: torch.device, pretrained: Any | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Figure], dict[str, float]]:
+    """Test error of the three methods for every label budget and seed.
+
+    Args:
+        pretrained: an ``ae`` trained on the whole train split (trained here when None).
+    Returns:
+        (wide table "finetune", long table "finetune_long", figures, metrics).
+    """
+    from genlib.models import get_model
+
+    t0 = time.perf_counter()
+    ae = pretrained if pretrained is not None else pretrain_ae(data, profile, device)
+    ae = ae.to(device).eval()
+    latent, n_classes = ae.config.latent_dim, max(int(data.num_classes), 2)
+    seeds = profile.finetune_seed_list
+    subsets = label_subsets(data.y_train, profile.label_budgets, seeds)
+    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
+    bs, steps, lr = profile.classifier_batch_size, profile.finetune_steps, profile.classifier_lr
+    with torch.no_grad():
+        codes_train = batched(ae.encode, x_train, device=device, batch_size=profile.eval_batch_size)
+        codes_test = batched(ae.encode, x_test, device=device, batch_size=profile.eval_batch_size)
+    # The frozen head sees standardised codes (statistics of the whole train split: no labels used),
+    # and a 10x learning rate: a convex linear model that should be fit, not left half-trained.
+    mean, std = codes_train.mean(0), codes_train.std(0).clamp_min(1e-6)
+    codes_train, codes_test = (codes_train - mean) / std, (codes_test - mean) / std
+
+    rows = []
+    for (budget, seed), idx in subsets.items():
+        idx_dev = idx.to(x_train.device)
+        xs, ys = x_train[idx_dev], y_train[idx_dev]
+        errors: dict[str, float] = {}
+        with seeded(seed, device):  # initial weights depend on the seed only
+            scratch = EncoderClassifier(get_model("ae", ae.config).encoder, latent, n_classes).to(device)
+            head_frozen = nn.Linear(latent, n_classes).to(device)
+            tuned = EncoderClassifier(copy.deepcopy(ae.encoder), latent, n_classes).to(device)
+        train_classifier(scratch, xs, ys, steps=steps, batch_size=bs, lr=lr, seed=seed, device=device)
+        errors["scratch"] = 100 * (1 - accuracy(scratch, x_test, y_test, device=device))
+        # Frozen encoder: train the head on precomputed codes (same result, no encoder passes).
+        train_classifier(head_frozen, codes_train[idx], ys, steps=steps, batch_size=bs, lr=10 * lr, seed=seed,
+                         device=device)
+        errors["frozen"] = 100 * (1 - accuracy(head_frozen, codes_test, y_test, device=device))
+        train_classifier(tuned, xs, ys, steps=steps, batch_size=bs, lr=lr, seed=seed, device=device)
+        errors["finetuned"] = 100 * (1 - accuracy(tuned, x_test, y_test, device=device))
+        for method, err in errors.items():
+            rows.append({"method": FINETUNE_METHODS[method], "method_key": method, "labels": budget, "seed": seed,
+                         "test_error_pct": err})
+    long = pd.DataFrame(rows, columns=["method", "method_key", "labels", "seed", "test_error_pct"])
+
+    wide_rows, metrics = [], {}
+    budgets = sorted(long["labels"].unique().tolist()) if not long.empty else []
+    for key, label in FINETUNE_METHODS.items():
+        row: dict[str, Any] = {"method": label}
+        for budget in budgets:
+            vals = long[(long.method_key == key) & (long.labels == budget)]["test_error_pct"].tolist()
+            mean, std = mean_std(vals)
+            row[f"{budget} labels"] = format_mean_std(mean, std)
+            metrics[f"finetune/{key}/{budget}/test_error_pct"] = mean
+            if not math.isnan(std):  # one seed has no spread
+                metrics[f"finetune/{key}/{budget}/test_error_pct_std"] = std
+        row["seeds"] = len(seeds)
+        wide_rows.append(row)
+    wide = pd.DataFrame(wide_rows)
+    figures = {"finetune": finetune_figure(long)} if not long.empty else {}
+    logger.info("fine-tuning experiment done in %.1fs", time.perf_counter() - t0)
+    return wide, long, figures, metrics
+
+
+def finetune_figure(long: pd.DataFrame) -> Figure:
+    """Test error (%) against label budget, mean +- std over seeds, one line per method."""
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for key, label in FINETUNE_METHODS.items():
+        grp = long[long.method_key == key].groupby("labels")["test_error_pct"]
+        means, stds = grp.mean(), grp.std().fillna(0)
+        ax.errorbar(means.index, means.values, yerr=stds.values, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.minorticks_off()  # the budgets themselves label the axis
+    ax.set_xticks(sorted(long["labels"].unique()), [str(b) for b in sorted(long["labels"].unique())])
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test error (%)")
+    ax.set_title("Encoder + classifier fine-tuning")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig

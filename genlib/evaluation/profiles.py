@@ -1,0 +1,144 @@
+"""Evaluation profiles: how hard to look (sample counts, seeds, label budgets, AIS schedule) per named setting.
+
+``quick`` fits ``make run`` on digits on two CPU cores; ``full`` is paper scale, meant for MNIST on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from genlib.errors import ConfigError, UnknownNameError
+
+
+class EvalProfile(BaseModel):
+    """Frozen, validated evaluation settings. Every count is a number of images, draws or steps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    seed: int = 0  # seeds every stochastic estimate of evaluate_model (samples, noise, IWAE draws, AIS)
+    eval_batch_size: int = Field(512, ge=1)
+
+    # --- per model: reconstruction and generative quality --------------------------------
+    figure_images: int = Field(10, ge=1)  # originals shown above their reconstructions
+    fid_samples: int = Field(500, ge=10)  # generated images for FID / precision-recall / IS / class accuracy
+    pr_k: int = Field(3, ge=1)  # k-th nearest neighbour radius of improved precision & recall
+    is_splits: int = Field(10, ge=1)  # Inception Score mean +- std over this many splits
+    classifier_epochs: int = Field(8, ge=1)  # feature CNN (cached per data digest)
+    rbm_sample_steps: int | None = Field(300, ge=1)  # Gibbs sweeps per RBM sample; None = the model's own
+
+    # --- per model: likelihoods ------------------------------------------------------------
+    iwae_k: int = Field(100, ge=1)  # importance samples per image of the IWAE bound
+    iwae_chunk: int = Field(100, ge=1)  # draws per forward pass (bounds memory)
+    elbo_samples: int = Field(10, ge=1)  # posterior draws averaged in the ELBO's reconstruction term
+    likelihood_images: int | None = Field(None, ge=1)  # test images used for ELBO/IWAE/AIS; None = all
+    ais_chains: int = Field(50, ge=1)
+    ais_betas: int = Field(1000, ge=2)  # intermediate distributions, Salakhutdinov & Murray's spacing
+    pll_exact: bool = False  # exact pseudo-likelihood (V free energies per image) or the 1-bit estimate
+
+    # --- suite: PCA vs autoencoders ------------------------------------------------------------
+    latent_sizes: tuple[int, ...] = (2, 10, 30)
+    suite_hidden_dims: tuple[int, ...] = (256, 128)
+    suite_epochs: int = Field(20, ge=1)
+    suite_batch_size: int = Field(64, ge=1)
+    probe_max_train: int = Field(10000, ge=10)  # logistic probe fits on at most this many train codes
+
+    # --- suite: encoder + classifier fine-tuning ----------------------------------------------
+    label_budgets: tuple[int, ...] = (100, 600)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    finetune_seeds: tuple[int, ...] | None = None  # None = ``seeds``
+    pretrain_latent: int = Field(30, ge=1)  # code size of the unsupervised ``ae`` whose encoder is reused
+    finetune_steps: int = Field(200, ge=1)
+    classifier_batch_size: int = Field(64, ge=1)
+    classifier_lr: float = Field(1e-3, gt=0)
+
+    # --- suite: augmentation ------------------------------------------------------------------
+    augment_budgets: tuple[int, ...] = (100, 600)
+    n_synthetic: int = Field(1000, ge=0)  # synthetic labelled images added per run (balanced over classes)
+    augment_steps: int = Field(200, ge=1)  # classifier steps, the same for every condition
+    augment_classifier: Literal["mlp", "cnn"] = "mlp"
+    generator_steps: dict[str, int] = Field(default_factory=lambda: {"cvae": 400, "cgan": 200})
+    generator_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "cvae": {"hidden_dims": (256, 128), "latent_dim": 16},
+            "cgan": {"latent_dim": 32, "generator_features": 8, "discriminator_features": 8},
+        }
+    )
+    # True: every seed draws its own labelled subset and trains its own generators;
+    # False: one subset and one pair of generators per budget (seed 0), reused by all classifier seeds.
+    generators_per_seed: bool = False
+
+    @field_validator("latent_sizes", "label_budgets", "augment_budgets", "seeds")
+    @classmethod
+    def _non_empty_positive(cls, v: tuple[int, ...], info: Any) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("must not be empty")
+        if info.field_name != "seeds" and any(n <= 0 for n in v):
+            raise ValueError("every entry must be positive")
+        return tuple(v)
+
+    def __hash__(self) -> int:
+        # The dict-valued fields make pydantic's field-tuple hash fail; the JSON form is canonical.
+        return hash(self.model_dump_json())
+
+    @property
+    def finetune_seed_list(self) -> tuple[int, ...]:
+        return self.finetune_seeds if self.finetune_seeds is not None else self.seeds
+
+
+PROFILES: dict[str, EvalProfile] = {
+    "quick": EvalProfile(name="quick"),
+    "full": EvalProfile(
+        name="full",
+        eval_batch_size=2048,
+        fid_samples=10000,
+        classifier_epochs=15,
+        rbm_sample_steps=None,
+        iwae_k=1000,
+        iwae_chunk=250,
+        elbo_samples=10,
+        ais_chains=100,
+        ais_betas=14500,
+        pll_exact=True,
+        latent_sizes=(2, 5, 10, 20, 30, 50),
+        suite_hidden_dims=(1000, 500, 250),
+        suite_epochs=50,
+        suite_batch_size=128,
+        label_budgets=(100, 600, 1000, 3000),
+        seeds=(0, 1, 2),
+        finetune_seeds=(0, 1, 2, 3, 4),
+        pretrain_latent=50,
+        finetune_steps=3000,
+        augment_budgets=(100, 600, 1000),
+        n_synthetic=10000,
+        augment_steps=3000,
+        augment_classifier="cnn",
+        generator_steps={"cvae": 10000, "cgan": 10000},
+        generator_overrides={
+            "cvae": {"hidden_dims": (500, 500), "latent_dim": 50},
+            "cgan": {"latent_dim": 100, "generator_features": 64, "discriminator_features": 64},
+        },
+        generators_per_seed=True,
+    ),
+}
+
+
+def eval_profile_names() -> list[str]:
+    return sorted(PROFILES)
+
+
+def get_eval_profile(name: str, **overrides: Any) -> EvalProfile:
+    """The named profile, optionally with validated overrides; unknown names raise UnknownNameError."""
+    try:
+        base = PROFILES[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown evaluation profile {name!r}; valid names: {', '.join(eval_profile_names())}") from None
+    if not overrides:
+        return base
+    try:
+        return EvalProfile(**{**base.model_dump(), **overrides})
+    except ValidationError as err:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid evaluation profile override: {fields}") from None
