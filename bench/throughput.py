@@ -866,6 +866,9 @@ def _families(spec: str | None, default: Sequence[str]) -> list[str]:
     return names
 
 
+THROUGHPUT_BEGIN, THROUGHPUT_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints the markdown tables and returns the report dict."""
     t_start = time.perf_counter()
@@ -964,8 +967,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = render_markdown(report)
     print(text, end="")
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+        # Only this benchmark's section of the file is replaced, so docs/benchmarks.md keeps the others.
+        from bench.quality import update_benchmarks_doc
+
+        command = "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = f"{THROUGHPUT_BEGIN}\n## Training throughput\n\nCommand: `{command}`\n\n{text}\n{THROUGHPUT_END}"
+        update_benchmarks_doc(args.markdown, section, THROUGHPUT_BEGIN, THROUGHPUT_END)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

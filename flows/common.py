@@ -1,0 +1,125 @@
+"""Pieces every flow shares: tracking set-up, data loading by parameters, devices and the task cache policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+from pydantic import BaseModel
+
+from flows.params import DataParams
+
+# Bump to invalidate every cached task result (e.g. after a change in what tasks log).
+CACHE_VERSION = "1"
+
+_data_lock = threading.Lock()
+_data_memo: dict[DataParams, Any] = {}
+
+
+def setup_tracking(check: bool = True) -> str:
+    """Point mlflow at the configured store (checked, failing fast with the URI named). Returns the URI."""
+    from genlib.tracking import configure_tracking
+
+    return configure_tracking(check=check).uri
+
+
+def load_data(params: DataParams, expected_digest: str | None = None) -> Any:
+    """The DataSplits for ``params``, memoised per process (flows of one pipeline share one copy).
+
+    Raises DataError when ``expected_digest`` is given and differs: a worker must train on the very
+    data the pipeline prepared.
+    """
+    from genlib.data import load_dataset
+    from genlib.errors import DataError
+
+    with _data_lock:
+        data = _data_memo.get(params)
+        if data is None:
+            data = load_dataset(params.dataset, root=params.data_root, seed=params.seed)
+            if any(n is not None for n in (params.n_train, params.n_val, params.n_test)):
+                data = data.subset(params.n_train, params.n_val, params.n_test, seed=params.seed)
+            _data_memo[params] = data
+    if expected_digest is not None and data.digest != expected_digest:
+        raise DataError(f"{params.dataset}: loaded data has digest {data.digest[:12]}, the pipeline prepared "
+                        f"{expected_digest[:12]}; the data differ between machines")
+    return data
+
+
+_features_memo: dict[tuple[str, int, str], Any] = {}
+
+
+def feature_classifier(data: Any, epochs: int, device: Any) -> Any:
+    """genlib's feature CNN for ``data`` (disk-cached by digest), kept per process across evaluations."""
+    from genlib.evaluation import get_feature_classifier
+
+    key = (data.digest, int(epochs), str(device))
+    with _data_lock:
+        if key not in _features_memo:
+            _features_memo[key] = get_feature_classifier(data, device=device, epochs=epochs)
+        return _features_memo[key]
+
+
+def resolve_device(device: str) -> Any:
+    """``auto`` means ``$GENLIB_DEVICE`` when set (work-pool job variables set it), else CUDA when present."""
+    from genlib.training import resolve_device as _resolve
+
+    if device == "auto":
+        device = os.environ.get("GENLIB_DEVICE") or "auto"
+    return _resolve(device)
+
+
+def dump(value: Any) -> Any:
+    """JSON-able form of task inputs for cache keys: pydantic models by ``model_dump``."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): dump(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [dump(v) for v in value]
+    return value
+
+
+def digest_of(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(dump(payload), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class ConfigAndStore(CachePolicy):
+    """Cache key = task name + the inputs' ``model_dump()`` (configs, data digest) + the tracking store.
+
+    The store part is the tracking URI plus the store's creation time (``store_identity``), so a
+    result holding a run id is reused only against the store that holds that run: pointing at another
+    server, or deleting ``mlflow/mlflow.db``, changes every key. ``ignore`` names inputs left out
+    (e.g. a device string: the same config trained on CPU or GPU is the same model).
+    """
+
+    ignore: tuple[str, ...] = ()
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        from genlib.tracking import store_identity
+
+        payload = {
+            "version": CACHE_VERSION,
+            "task": task_ctx.task.name,
+            "inputs": {k: dump(v) for k, v in sorted(inputs.items()) if k not in self.ignore},
+            "store": store_identity(),
+        }
+        return digest_of(payload)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def run_is_usable(run_id: str, needs_model: bool = True) -> bool:
+    """Whether a (possibly cached) run still exists, finished (with its model), in the current store."""
+    from genlib.tracking.runs import run_is_usable as usable
+
+    return usable(run_id, needs_model=needs_model)

@@ -1,0 +1,67 @@
+"""``prepare_data``: load, validate and split a data set (genlib caches the splits on disk), and record it
+in MLflow as a data set input with its digest. Returns a DatasetRef, never the tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import ConfigAndStore, load_data, setup_tracking
+from flows.params import DataParams, DatasetRef
+
+
+@task(cache_policy=NO_CACHE)
+def check_tracking_store() -> str:
+    """Fail fast, naming the URI, when the tracking store is unreachable; nothing is logged before this."""
+    return setup_tracking(check=True)
+
+
+@task(cache_policy=NO_CACHE)
+def load_and_validate(params: DataParams) -> dict[str, Any]:
+    """Load (or read genlib's cache of) the splits in this process and check them; returns a summary."""
+    from genlib.errors import DataError
+    from genlib.tracking.gates import data_baselines
+
+    data = load_data(params)
+    for which, n in data.sizes.items():
+        if n == 0:
+            raise DataError(f"{data.name}: the {which} split is empty")
+    lo, hi = float(data.x_train.min()), float(data.x_train.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise DataError(f"{data.name}: pixel values must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]")
+    if data.num_classes < 2:
+        raise DataError(f"{data.name}: conditional models need at least 2 classes, found {data.num_classes}")
+    get_run_logger().info("%r", data)
+    return {"name": data.name, "digest": data.digest, "sizes": data.sizes, "image_shape": data.image_shape,
+            "num_classes": data.num_classes, "baselines": data_baselines(data)}
+
+
+@task(cache_policy=ConfigAndStore(), retries=2, retry_delay_seconds=2)
+def log_dataset(params: DataParams, digest: str, baselines: dict[str, float]) -> tuple[str, str]:
+    """One ``data`` run per (data set, split, digest) in the data set's experiment. Returns (experiment id, run id)."""
+    import mlflow
+
+    from genlib.tracking import ensure_experiment, resolve_tracking
+    from genlib.tracking.runs import KIND_TAG, log_dataset_input
+
+    data = load_data(params, expected_digest=digest)
+    experiment_id = ensure_experiment(data.name, resolve_tracking())
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"data-{data.name}-{digest[:8]}",
+                          tags={KIND_TAG: "data", "genlib.dataset": data.name, "genlib.dataset_digest": digest}) as run:
+        log_dataset_input(data, context="dataset", run_id=run.info.run_id)
+        mlflow.log_params({"dataset": params.dataset, "seed": params.seed, "n_train": data.sizes["train"],
+                           "n_val": data.sizes["val"], "n_test": data.sizes["test"],
+                           "image_shape": str(data.image_shape), "num_classes": data.num_classes})
+        mlflow.log_metrics(baselines)
+    return experiment_id, run.info.run_id
+
+
+@flow(name="prepare_data")
+def prepare_data(params: DataParams = DataParams()) -> DatasetRef:
+    """Load, validate and split ``params.dataset`` and log it to MLflow; returns its DatasetRef (digest, sizes)."""
+    check_tracking_store()
+    summary = load_and_validate(params)
+    experiment_id, run_id = log_dataset(params, summary["digest"], summary["baselines"])
+    return DatasetRef(params=params, experiment_id=experiment_id, run_id=run_id, **summary)

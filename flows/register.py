@@ -1,0 +1,33 @@
+"""``register``: register a trained model as a version of ``genlib-<family>-<dataset>``, tagged with the
+data digest, git commit and key metrics; ``challenger`` moves to it, ``champion`` only when it passes its
+gates and beats the current champion on the family's primary metric."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.params import RegisterParams, RegisterResult
+from flows.prepare_data import check_tracking_store
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def register_version(params: RegisterParams) -> RegisterResult:
+    """Idempotent per training run (a retry or a cached re-run reuses the version)."""
+    from genlib.tracking.gates import first_failure
+    from genlib.tracking.registry import register_version as register
+
+    reg = register(params.model_uri, params.run_id, params.family, params.dataset, params.dataset_digest,
+                   params.metrics)
+    failed = first_failure(list(reg.gates))
+    get_run_logger().info("%s version %s %s: %s", reg.name, reg.version,
+                          "promoted to champion" if reg.promoted else "not promoted", reg.reason)
+    return RegisterResult(name=reg.name, version=reg.version, aliases=reg.aliases, promoted=reg.promoted,
+                          reason=reg.reason, failed_gate=failed.gate if failed else None)
+
+
+@flow(name="register")
+def register(params: RegisterParams) -> RegisterResult:
+    """Register ``params.model_uri`` and move its aliases; returns the version and its aliases."""
+    check_tracking_store()
+    return register_version(params)

@@ -1,0 +1,161 @@
+"""``MLflowCallback``: training side effects into one MLflow run (params, per-epoch metrics, grids, curves)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from genlib.training.loop import Callback, FitResult, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+# MLflow keeps param values up to 6000 characters; longer ones are cut with a marker.
+_PARAM_LIMIT = 6000
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"model.latent_dim": "16", "train.epochs": "40", ...}``: nested dicts joined with dots, values as text."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, f"{name}."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+            out[name] = text if len(text) <= _PARAM_LIMIT else text[: _PARAM_LIMIT - 3] + "..."
+    return out
+
+
+class MLflowCallback(Callback):
+    """Logs a fit into the MLflow run ``run_id``.
+
+    At the start: the model config (``model.*``) and train config (``train.*``) as params. After each
+    epoch: every metric of the fit history (each loss term, train and val) at step = epoch, in one
+    batched call. At the end: ``images/reconstructions.png``, ``images/samples.png`` (as the model
+    can), ``images/epoch_NNN_*.png`` every ``image_every`` epochs, and ``plots/loss_curves.png``,
+    uploaded together.
+
+    Args:
+        run_id: the run to log into (explicit, so it works from any thread).
+        images: (N, C, H, W) held-out images in [0, 1] for reconstruction grids (the first 16 are used).
+        labels: (N,) their labels (conditional models reconstruct with them).
+        seed: seed of the sample grids, so grids of different epochs show the same latent draws.
+        image_every: also write grids every that many epochs (None: only at the end).
+    """
+
+    def __init__(self, run_id: str, images: Tensor | None = None, labels: Tensor | None = None, *, seed: int = 0,
+                 image_every: int | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient()
+        self.run_id = run_id
+        self.images = images[:16] if images is not None else None
+        self.labels = labels[:16] if labels is not None else None
+        self.seed = seed
+        self.image_every = image_every
+        self.history: list[dict[str, float]] = []
+        self._staging = Path(tempfile.mkdtemp(prefix="genlib-mlflow-"))
+        self.epoch_seconds = 0.0  # spent in on_epoch_end (inside the fit's timer)
+        self.seconds = 0.0  # spent in every hook: the tracking overhead of this fit
+
+    def on_fit_begin(self, model: Any, train_config: TrainConfig) -> None:
+        t0 = time.perf_counter()
+        params = flatten_params({"model": model.config.model_dump(mode="json"),
+                                 "train": train_config.model_dump(mode="json")})
+        params["model.parameters"] = str(sum(p.numel() for p in model.parameters()))
+        self._log_params(params)
+        self.seconds += time.perf_counter() - t0
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: Any) -> None:
+        from mlflow.entities import Metric
+
+        t0 = time.perf_counter()
+        now = int(time.time() * 1000)
+        values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
+        self.history.append({**values, "epoch": epoch})
+        # Non-finite values are logged too (MLflow stores NaN): they show where a run diverged.
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()],
+                              synchronous=True)
+        if self.image_every and epoch % self.image_every == 0:
+            self._write_grids(model, prefix=f"epoch_{epoch:03d}_")
+        spent = time.perf_counter() - t0
+        self.epoch_seconds += spent
+        self.seconds += spent
+
+    def on_fit_end(self, result: FitResult) -> None:
+        t0 = time.perf_counter()
+        self._write_grids(result.model, prefix="")
+        if self.history:
+            write_loss_curves(self.history, self._staging / "plots" / "loss_curves.png")
+        self.flush()
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Drop anything staged but not uploaded (after a failed fit)."""
+        import shutil
+
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def flush(self) -> None:
+        """Upload what was written so far (one call) and clear the staging folder."""
+        import shutil
+
+        if self._staging.exists() and any(self._staging.iterdir()):
+            self.client.log_artifacts(self.run_id, str(self._staging))
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def _log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
+
+    def _write_grids(self, model: Any, prefix: str) -> None:
+        from genlib.images import reconstruction_grid, save_grid
+
+        folder = self._staging / "images"
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            if model.reconstructs and self.images is not None:
+                x = self.images.to(model.device)
+                y = self.labels.to(model.device) if self.labels is not None else None
+                save_grid(reconstruction_grid(x, model.reconstruct(x, y)), folder / f"{prefix}reconstructions.png",
+                          nrow=len(x))
+            if model.generates:
+                gen = torch.Generator().manual_seed(self.seed)
+                save_grid(model.sample(64, generator=gen), folder / f"{prefix}samples.png", nrow=8)
+        model.train(was_training)
+
+
+def write_loss_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """One panel per loss term: train and val curves against the epoch. Returns the PNG path."""
+    from matplotlib.figure import Figure
+
+    terms = sorted({k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))})
+    cols = min(3, len(terms)) or 1
+    rows = math.ceil(len(terms) / cols) or 1
+    fig = Figure(figsize=(4 * cols, 3 * rows), layout="constrained")
+    epochs = [row["epoch"] for row in history]
+    for i, term in enumerate(terms):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for split in ("train", "val"):
+            key = f"{split}_{term}"
+            if any(key in row for row in history):
+                ax.plot(epochs, [row.get(key, math.nan) for row in history], label=split)
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path

@@ -1,0 +1,274 @@
+"""Model registry: register versions under ``genlib-<model>-<dataset>``, gate and move aliases, list.
+
+A version carries its evidence as tags: ``genlib.model``, ``genlib.dataset``, ``genlib.dataset_digest``,
+``genlib.git_commit`` and one ``metric.<name>`` tag per key metric, so gates can be re-checked at
+``promote`` time from the registry alone. ``challenger`` always points at the newest registration;
+``champion`` moves only when the version passes its gates and beats the current champion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from genlib.tracking.errors import GateFailedError, RegistryError
+from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
+
+NAME_PREFIX = "genlib-"
+CHAMPION, CHALLENGER = "champion", "challenger"
+METRIC_TAG = "metric."
+_ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+
+
+def registered_model_name(model_name: str, dataset: str) -> str:
+    """``genlib-<model>-<dataset>``, e.g. ``genlib-vae-digits``."""
+    return f"{NAME_PREFIX}{model_name}-{Path(dataset).name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """What ``register_version`` did: the version, its aliases after the call, and why champion moved or not."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    promoted: bool
+    reason: str
+    gates: tuple[GateResult, ...]
+    created: bool  # False when this run's model was already registered (a cached re-run)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["gates"] = [dataclasses.asdict(g) for g in self.gates]
+        return d
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The checked-out commit of the project, or None when git or a repository is not available."""
+    folder = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
+    # Timings say nothing about the model; everything else numeric is kept as evidence for the gates.
+    return {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not k.endswith("_seconds")}
+
+
+def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG):
+            try:
+                out[key[len(METRIC_TAG):]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _is_missing(err: Exception) -> bool:
+    return getattr(err, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(err).lower()
+
+
+def _get_registered_model(client: Any, name: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if _is_missing(err):
+            known = [m.name for m in client.search_registered_models(f"name LIKE '{NAME_PREFIX}%'")]
+            hint = f"; registered: {', '.join(sorted(known))}" if known else "; nothing is registered yet"
+            raise RegistryError(f"no registered model {name!r}{hint}") from None
+        raise
+
+
+def resolve_version(name: str, version: str | int, client: Any = None) -> Any:
+    """The ModelVersion ``version`` of ``name``: a number, or an alias such as ``champion``."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or _client()
+    model = _get_registered_model(client, name)
+    text = str(version).lstrip("@")
+    if text.isdigit():
+        try:
+            return client.get_model_version(name, text)
+        except MlflowException as err:
+            if _is_missing(err):
+                versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+                raise RegistryError(f"{name} has no version {text}; versions: "
+                                    f"{', '.join(map(str, versions)) or 'none'}") from None
+            raise
+    aliases = dict(getattr(model, "aliases", {}) or {})
+    if text not in aliases:
+        known = ", ".join(f"@{a}" for a in sorted(aliases)) or "none"
+        raise RegistryError(f"{name} has no alias @{text}; aliases: {known}")
+    return client.get_model_version(name, str(aliases[text]))
+
+
+def _find_version_for_run(client: Any, name: str, run_id: str) -> Any | None:
+    for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        return mv
+    return None
+
+
+def register_version(model_uri: str, run_id: str, model_name: str, dataset: str, dataset_digest: str,
+                     metrics: Mapping[str, float], *, commit: str | None = None,
+                     extra_tags: Mapping[str, str] | None = None) -> Registration:
+    """Register the model at ``model_uri`` (logged by run ``run_id``), set ``challenger``, maybe ``champion``.
+
+    Idempotent per run: when this run's model is already a version, that version is reused (a cached
+    pipeline re-run does not add versions). ``champion`` moves only when every gate passes and the
+    version beats the current champion on the family's primary metric.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    name = registered_model_name(model_name, dataset)
+    gate_results = check_gates(model_name, metrics)
+    tags = {"genlib.model": model_name, "genlib.dataset": dataset, "genlib.dataset_digest": dataset_digest,
+            "genlib.gates": "passed" if first_failure(gate_results) is None else
+            f"failed: {first_failure(gate_results).gate}",  # type: ignore[union-attr]
+            **metric_tags(metrics), **dict(extra_tags or {})}
+    commit = commit if commit is not None else git_commit()
+    if commit:
+        tags["genlib.git_commit"] = commit
+    try:
+        client.get_registered_model(name)
+    except MlflowException as err:
+        if not _is_missing(err):
+            raise
+        try:
+            client.create_registered_model(
+                name, tags={"genlib.model": model_name, "genlib.dataset": dataset},
+                description=f"genlib {model_name} trained on {dataset}. Aliases: champion (best version that "
+                            f"passed its gates), challenger (latest registration).")
+        except MlflowException:  # registered meanwhile by a concurrent pipeline
+            client.get_registered_model(name)
+
+    mv = _find_version_for_run(client, name, run_id)
+    created = mv is None
+    if mv is None:
+        # Tags go in with the version itself, so a failure cannot leave an untagged version behind.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id,
+                                         await_creation_for=60)
+        if model_id:
+            _link_logged_model(client, model_id, name, str(mv.version))
+    version = str(mv.version)
+
+    champion = _current(client, name, CHAMPION)
+    failed = first_failure(gate_results)
+    if champion is not None and str(champion.version) == version:
+        promoted, reason = False, f"version {version} is already champion"
+    elif failed is not None:
+        promoted, reason = False, f"gate {failed.gate} failed: {failed.detail}"
+    else:
+        champion_metrics = metrics_from_tags(champion.tags) if champion is not None else None
+        promoted, reason = beats(model_name, metrics, champion_metrics)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "genlib.promotion", reason[:5000])
+    aliases = tuple(sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == version))
+    return Registration(name, version, aliases, promoted, reason, tuple(gate_results), created)
+
+
+def _link_logged_model(client: Any, model_id: str, name: str, version: str) -> None:
+    """Record the version on the logged model (``mlflow.modelVersions``), as ``mlflow.register_model`` does,
+    so the MLflow UI links the model to its registered versions."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    existing = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    links = (json.loads(existing) if existing else []) + [{"name": name, "version": version}]
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
+
+
+def _current(client: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        if _is_missing(err):
+            return None
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    previous: str | None
+    gates: tuple[GateResult, ...]
+    forced: bool
+
+
+def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool = False) -> Promotion:
+    """Point ``alias`` of ``name`` at ``version`` (a number or an alias) after re-checking its gates.
+
+    Raises RegistryError for a missing model, version or alias, and GateFailedError naming the
+    first failed gate unless ``force``; in both cases no alias moves.
+    """
+    if not _ALIAS_RE.match(alias) or alias.lower() == "latest" or re.fullmatch(r"v\d+", alias.lower()):
+        raise RegistryError(f"invalid alias {alias!r}: use letters, digits, '_' or '-', not 'latest' or 'v<number>'")
+    client = _client()
+    mv = resolve_version(name, version, client)
+    tags = dict(mv.tags or {})
+    model_name = tags.get("genlib.model")
+    if not model_name:
+        raise RegistryError(f"{name} version {mv.version} has no genlib.model tag; it was not registered by genlib")
+    results = check_gates(model_name, metrics_from_tags(tags))
+    failed = first_failure(results)
+    if failed is not None and not force:
+        raise GateFailedError(f"refusing to move @{alias} of {name} to version {mv.version}: gate {failed.gate} "
+                              f"failed ({failed.detail}); use --force to override", gate=failed.gate)
+    previous = _current(client, name, alias)
+    client.set_registered_model_alias(name, alias, str(mv.version))
+    if force and failed is not None:
+        client.set_model_version_tag(name, str(mv.version), "genlib.forced", f"@{alias} despite gate {failed.gate}")
+    return Promotion(name, str(mv.version), alias, str(previous.version) if previous is not None else None,
+                     tuple(results), force and failed is not None)
+
+
+def list_registry(prefix: str = NAME_PREFIX) -> list[dict[str, Any]]:
+    """Every ``genlib-*`` registered model with its versions (newest first), aliases and key metrics."""
+    client = _client()
+    out = []
+    for rm in sorted(client.search_registered_models(f"name LIKE '{prefix}%'"), key=lambda m: m.name):
+        by_version: dict[str, list[str]] = {}
+        for alias, v in (rm.aliases or {}).items():
+            by_version.setdefault(str(v), []).append(alias)
+        versions = []
+        for mv in sorted(client.search_model_versions(f"name='{rm.name}'"), key=lambda v: -int(v.version)):
+            tags = dict(mv.tags or {})
+            versions.append({
+                "version": str(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "run_id": mv.run_id,
+                "created": int(mv.creation_timestamp or 0),
+                "dataset_digest": tags.get("genlib.dataset_digest"),
+                "git_commit": tags.get("genlib.git_commit"),
+                "gates": tags.get("genlib.gates"),
+                "metrics": metrics_from_tags(tags),
+            })
+        out.append({"name": rm.name, "model": (rm.tags or {}).get("genlib.model"),
+                    "aliases": {a: str(v) for a, v in sorted((rm.aliases or {}).items())}, "versions": versions})
+    return out

@@ -1,0 +1,90 @@
+"""The operations commands (pipeline, registry, promote, report, ui): one-line refusals with exit code 2,
+and JSON output read back from a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from genlib.cli import main
+
+pytest.register_assert_rewrite("tests.services")  # before importing it: it is a plugin too (below)
+from tests.services import closed_port_uri
+
+pytest_plugins = ["tests.services"]  # session services shared with the other modules
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # only this command's output
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as err:
+        code = int(err.code or 0)
+    out, err_text = capsys.readouterr()
+    return code, out, err_text
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_pipeline_rejects_bad_options_in_one_line(capsys):
+    code, _, err = run_cli(capsys, "pipeline", "--models", "vae,nope", "--device", "cpu")
+    assert code == 2 and "models" in _one_error_line(err) and "nope" in err
+    code, _, err = run_cli(capsys, "pipeline", "--profile", "huge")
+    assert code == 2 and "profile" in _one_error_line(err)
+
+
+def test_pipeline_with_unreachable_tracking_server_stops_at_once(capsys, monkeypatch):
+    uri = closed_port_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.monotonic()
+    code, _, err = run_cli(capsys, "pipeline", "--models", "vae", "--device", "cpu")
+    assert code == 2 and uri in _one_error_line(err)
+    assert time.monotonic() - t0 < 15
+
+
+def test_promote_refusals_are_one_line(capsys, tracking):
+    code, _, err = run_cli(capsys, "promote", "genlib-nope-digits", "--version", "1")
+    assert code == 2 and "no registered model 'genlib-nope-digits'" in _one_error_line(err)
+
+
+def test_registry_list_json(capsys, tracking):
+    code, out, _ = run_cli(capsys, "registry", "list", "--json")
+    assert code == 0 and isinstance(json.loads(out), list)
+
+
+def test_report_reads_tables_back_from_the_evaluation_run(capsys, tracking):
+    import mlflow
+
+    from genlib.tracking import ensure_experiment
+    from genlib.tracking.runs import KIND_TAG
+
+    experiment_id = ensure_experiment("report-test")
+    with mlflow.start_run(experiment_id=experiment_id, tags={KIND_TAG: "report"}) as run:
+        mlflow.MlflowClient().log_table(run.info.run_id, pd.DataFrame({"model": ["vae"], "fid": [3.5]}),
+                                        "tables/generative_quality.json")
+    code, out, _ = run_cli(capsys, "report", "--json")
+    payload = json.loads(out)
+    assert code == 0 and payload["run_id"] == run.info.run_id
+    assert payload["tables"]["generative_quality"] == [{"model": "vae", "fid": 3.5}]
+    code, out, _ = run_cli(capsys, "report", "--run", run.info.run_id)
+    assert code == 0 and "## generative_quality" in out
+    code, _, err = run_cli(capsys, "report", "--run", "0" * 32)
+    assert code == 2 and "cannot read evaluation run" in _one_error_line(err)
+
+
+@pytest.mark.slow
+def test_ui_starts_both_servers_on_loopback(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("GENLIB_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    code, out, err = run_cli(capsys, "ui", "--once", "--mlflow-port", "0", "--prefect-port", "0")
+    assert code == 0, err
+    assert "MLflow UI: http://127.0.0.1:" in out and "Prefect UI: http://127.0.0.1:" in out

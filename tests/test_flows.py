@@ -1,0 +1,175 @@
+"""The Prefect flows against real services: Prefect's test harness and an MLflow tracking server.
+
+Families are split between tests so registered names never collide: the end-to-end test owns vae and
+cgan, the divergence test ae, the deployment test dae.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from flows.params import DataParams, PipelineParams, TrainParams
+
+pytest.register_assert_rewrite("tests.services")  # before importing it: it is a plugin too (below)
+from tests.services import BIN, ROOT, SMALL_DATA, TINY_EVAL, closed_port_uri, stop
+
+# The session services as a plugin: one MLflow server and one Prefect harness for every module using them.
+pytest_plugins = ["tests.services"]
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _params(models: list[str], **kw) -> PipelineParams:
+    values = dict(data=DataParams(**SMALL_DATA), models=models, device="cpu", dispatch="local",
+                  eval_overrides=TINY_EVAL)
+    values.update(kw)
+    return PipelineParams(**values)
+
+
+def _runs(**tags: str) -> list:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    where = " and ".join(f"tags.`{k.replace('__', '.')}` = '{v}'" for k, v in tags.items()) or None
+    return client.search_runs(ids, where, run_view_type=ViewType.ALL)
+
+
+def test_invalid_parameters_are_rejected_before_any_work(tracking):
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.pipeline import pipeline
+    from flows.train import train
+
+    with pytest.raises(ValidationError, match="models"):
+        PipelineParams(models=["nope"])
+    with pytest.raises(ValidationError, match="latent_dim"):
+        TrainParams(family="vae", model_overrides={"latent_dim": 0})
+    with pytest.raises(ValidationError, match="epochs"):
+        PipelineParams(models=["ae"], train_overrides={"epochs": 0})
+    with pytest.raises(ValidationError, match="fid_samples"):
+        PipelineParams(eval_overrides={"fid_samples": 1})
+    with pytest.raises(ValidationError, match="device"):
+        PipelineParams(device="tpu")
+    before = len(_runs())
+    with pytest.raises(ParameterTypeError):
+        pipeline(params={"models": ["nope"]})
+    with pytest.raises(ParameterTypeError):
+        train(params={"family": "vae", "model_overrides": {"hidden_dims": "wide"}})
+    assert len(_runs()) == before
+
+
+def test_unreachable_tracking_server_fails_early_naming_the_uri(prefect_api, monkeypatch):
+    from flows.pipeline import pipeline
+    from genlib.tracking import TrackingUnavailableError
+
+    uri = closed_port_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match=uri.replace(".", r"\.")):
+        pipeline(_params(["vae"]))
+    assert time.monotonic() - t0 < 30
+
+
+def test_diverging_training_leaves_a_failed_run_and_registers_nothing(tracking):
+    from mlflow import MlflowClient
+
+    from flows.pipeline import PipelineFailedError, pipeline
+
+    params = _params(["ae"], model_overrides={"ae": {"lr": 1e6}}, train_overrides={"epochs": 3})
+    with pytest.raises(PipelineFailedError) as err:
+        pipeline(params)
+    summary = err.value.result.families[0]
+    assert "diverged" in summary.error and summary.registration is None
+    runs = _runs(genlib__kind="train", genlib__model="ae")
+    assert runs and {r.info.status for r in runs} == {"FAILED"}
+    assert not MlflowClient().search_registered_models("name = 'genlib-ae-digits'")
+
+
+def test_pipeline_end_to_end_registers_champions_that_load(tracking):
+    import mlflow
+
+    from flows.evaluate import SUITE_TABLES
+    from flows.pipeline import pipeline
+    from genlib.tracking import load_genlib_model
+    from genlib.tracking.runs import load_report_tables
+
+    # Enough steps for both to pass their real gates on 600 images (about 10 s each on 2 cores).
+    params = _params(["vae", "cgan"], train_overrides={"epochs": 12, "batch_size": 32},
+                     model_overrides={"vae": {"lr": 3e-3}})
+    first = pipeline(params)
+    for family in first.families:
+        assert family.error is None, family.error
+        assert family.registration.promoted and "champion" in family.registration.aliases, family.registration
+        assert not family.train.cached
+    assert set(SUITE_TABLES) <= set(load_report_tables(first.report_run_id))
+
+    vae = mlflow.pyfunc.load_model("models:/genlib-vae-digits@champion")
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    assert vae.predict(x).shape == (4, 1, 28, 28)
+    assert vae.predict(x[:0], params={"n": 6, "seed": 0}).shape == (6, 1, 28, 28)
+    cgan = mlflow.pyfunc.load_model("models:/genlib-cgan-digits@champion")
+    images = cgan.predict(x[:0], params={"n": 4, "seed": 3, "labels": [7, 7, 1, 1]})
+    assert images.shape == (4, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert load_genlib_model("models:/genlib-cgan-digits@champion").name == "cgan"
+
+    # Unchanged inputs: nothing retrains or re-evaluates, and no version is added.
+    second = pipeline(params)
+    for a, b in zip(first.families, second.families):
+        assert b.train.cached and b.evaluation.cached
+        assert (b.train.run_id, b.registration.version) == (a.train.run_id, a.registration.version)
+    assert second.report_run_id == first.report_run_id
+
+
+def test_train_cache_is_not_reused_against_another_tracking_store(tracking, tmp_path, monkeypatch):
+    from flows.train import train
+
+    params = TrainParams(family="gan", data=DataParams(**SMALL_DATA), device="cpu", train_overrides={"epochs": 1},
+                         model_overrides={"generator_features": 8, "discriminator_features": 8})
+    first = train(params)
+    assert train(params).cached
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    other = train(params)
+    assert not other.cached and other.run_id != first.run_id
+
+
+def test_train_deployment_runs_on_a_process_worker(tracking, prefect_api, tmp_path):
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from flows.pipeline import pipeline
+    from flows.train import train
+
+    pool = "test-gpu"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    train.from_source(source=str(ROOT), entrypoint="flows/train.py:train").deploy(
+        name="train-test", work_pool_name=pool, job_variables={"env": {"GENLIB_DEVICE": "cpu"}},
+        print_next_steps=False, ignore_warnings=True)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": tracking,
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+           "GENLIB_PROJECT_DIR": str(ROOT)}
+    log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+                               "--limit", "2"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        result = pipeline(_params(["dae"], dispatch="deployment", train_deployment="train/train-test",
+                                  train_overrides={"epochs": 4}, suite=False))
+    finally:
+        stop(worker)
+        log.close()
+    family = result.families[0]
+    assert family.error is None, (tmp_path / "worker.log").read_text()[-3000:]
+    run = MlflowClient().get_run(family.train.run_id)
+    assert run.data.tags["genlib.prefect_flow_run_id"] != ""  # trained by the worker's flow run
+    version = MlflowClient().get_model_version("genlib-dae-digits", family.registration.version)
+    assert version.run_id == family.train.run_id
