@@ -107,6 +107,7 @@ def random_shift(x: Tensor, max_fraction: float, generator: torch.Generator) -> 
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+@torch.enable_grad()  # callers may hold no_grad (evaluate_model does); training needs gradients regardless
 def train_classifier(
     net: nn.Module,
     x: Tensor,
