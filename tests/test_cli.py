@@ -24,15 +24,6 @@ from genlib.models import get_model, make_config
 from genlib.training import save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread; several threads on busy shared cores are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 MODEL_NAMES = ["ae", "cgan", "conv-ae", "cvae", "dae", "gan", "rbm", "vae"]
 TINY_MLP = ["--set", "hidden_dims=[16]", "--latent-dim", "4", "--batch-size", "256", "--epochs", "1"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,15 +15,6 @@ from genlib.models.autoencoders import add_noise, reconstruction_loss
 from genlib.models.vae import gaussian_kl, log_normal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread; several threads on busy shared cores are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- VAE ----------------------------------------------------------------------------------------------
 
 

@@ -19,15 +19,6 @@ from genlib.models.registry import config_from_dict
 from genlib.training import load_checkpoint, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread; several threads on busy shared cores are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 EXPECTED_NAMES = ["ae", "cgan", "conv-ae", "cvae", "dae", "gan", "rbm", "vae"]
 SHAPE = (1, 8, 8)  # conv models need H and W divisible by 4
 CLASSES = 3

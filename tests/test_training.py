@@ -14,15 +14,6 @@ from genlib.training import Callback, TrainConfig, evaluate, fit, load_checkpoin
 from genlib.training.loop import _Progress, num_batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread; several threads on busy shared cores are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SHAPE = (1, 8, 8)
 TINY: dict[str, dict] = {
     "ae": {"hidden_dims": (16,), "latent_dim": 4},
