@@ -182,7 +182,8 @@ def stage_finetune(data: Any, s: Settings, device: torch.device, state: dict[str
             f"< {nn_anchor[budget]}" + (" and <= 11.82" if budget == 100 else ""),
             f"{tuned:.2f} +- {std:.2f} (scratch {scratch:.2f})",
             _verdict(tuned, goal, False),
-            f"{len(s.seeds)} seeds, {s.finetune_steps} steps, encoder of the AE above", secs / len(s.label_budgets),
+            f"{len(profile.finetune_seed_list)} seeds, {s.finetune_steps} steps, encoder of the AE above",
+            secs / len(s.label_budgets),
         ))
     state["finetune_table"] = wide
     return rows
