@@ -44,16 +44,7 @@ from genlib.models import get_model, list_models, make_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
-TINY: dict[str, dict] = {
-    "ae": {"hidden_dims": (16,), "latent_dim": 4},
-    "conv-ae": {"channels": (4, 8), "latent_dim": 4},
-    "dae": {"hidden_dims": (16,), "latent_dim": 4, "noise_level": 0.3},
-    "vae": {"hidden_dims": (16,), "latent_dim": 3},
-    "cvae": {"hidden_dims": (16,), "latent_dim": 3},
-    "gan": {"latent_dim": 4, "generator_features": 4, "discriminator_features": 4},
-    "cgan": {"latent_dim": 4, "generator_features": 4, "discriminator_features": 4},
-    "rbm": {"hidden_units": 8, "sample_steps": 3},
-}
+from tests.tiny_configs import TINY  # noqa: E402
 
 # Metric names evaluate_model promises, by capability (docs/metrics.md lists each).
 RECON_METRICS = {"test_mse", "test_sq_err_per_image", "test_bce"}

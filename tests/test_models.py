@@ -24,16 +24,7 @@ SHAPE = (1, 8, 8)  # conv models need H and W divisible by 4
 CLASSES = 3
 BATCH = 6
 
-TINY: dict[str, dict] = {
-    "ae": {"hidden_dims": (16,), "latent_dim": 4},
-    "conv-ae": {"channels": (4, 8), "latent_dim": 4},
-    "dae": {"hidden_dims": (16,), "latent_dim": 4, "noise_level": 0.3},
-    "vae": {"hidden_dims": (16,), "latent_dim": 3},
-    "cvae": {"hidden_dims": (16,), "latent_dim": 3},
-    "gan": {"latent_dim": 4, "generator_features": 4, "discriminator_features": 4},
-    "cgan": {"latent_dim": 4, "generator_features": 4, "discriminator_features": 4},
-    "rbm": {"hidden_units": 8, "sample_steps": 3},
-}
+from tests.tiny_configs import TINY  # noqa: E402
 
 
 def tiny_config(name: str, **extra):
