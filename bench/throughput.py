@@ -160,7 +160,9 @@ class Variant:
     change: str = ""
 
 
-def build_variants(device: torch.device, batch_size: int, big_batch: int, compile_: bool) -> list[Variant]:
+def build_variants(
+    device: torch.device, batch_size: int, big_batch: int, compile_: bool, bigger_batch: int | None = None
+) -> list[Variant]:
     """The naive baseline, genlib at the same batch size, then genlib's speed-ups one at a time."""
     cuda = device.type == "cuda"
     tuned_change = "fused optimizers" + (", cudnn.benchmark, channels_last" if cuda else "")
@@ -188,6 +190,11 @@ def build_variants(device: torch.device, batch_size: int, big_batch: int, compil
     variants.append(
         Variant(f"genlib_b{big_batch}_tuned", f"+tuned b{big_batch}", "genlib", big_batch, tuned=True, change=tuned_change)
     )
+    if bigger_batch and bigger_batch != big_batch:
+        variants.append(
+            Variant(f"genlib_b{bigger_batch}_tuned", f"+tuned b{bigger_batch}", "genlib", bigger_batch, tuned=True,
+                    change=f"batch {bigger_batch}, still tuned (fewer, larger steps: a user scales the learning rate)")
+        )
     if compile_:
         variants.append(
             Variant(
@@ -394,6 +401,7 @@ def measure_family(
     profile: str = "quick",
     batch_size: int = 128,
     big_batch: int = 512,
+    bigger_batch: int | None = None,
     compile_: bool = False,
     repeats: int = 3,
     target_seconds: float = 0.25,
@@ -407,7 +415,7 @@ def measure_family(
     (genlib vs naive at the same batch size) and ``best`` (genlib's fastest variant).
     """
     config = family_config(family, profile, data)
-    variants = build_variants(device, batch_size, big_batch, compile_)
+    variants = build_variants(device, batch_size, big_batch, compile_, bigger_batch)
     if compile_:
         torch.compiler.reset()  # drop earlier families' graphs so none counts against recompile limits
     runners: list[Runner] = []
@@ -550,9 +558,11 @@ def compare_rbm_with_sklearn(
         },
     )
 
-    def fit_sklearn(rep: int) -> Any:
+    train_np64 = train_np.astype(np.float64)  # what `X / 255.0` or a float64 array gives scikit-learn by default
+
+    def fit_sklearn(rep: int, arrays: Any) -> Any:
         sk = BernoulliRBM(n_components=hidden, learning_rate=lr, batch_size=batch_size, n_iter=epochs, random_state=seed + rep)
-        return sk.fit(train_np)
+        return sk.fit(arrays)
 
     def fit_genlib(rep: int, device: torch.device) -> Any:
         torch.manual_seed(seed + rep)
@@ -564,7 +574,8 @@ def compare_rbm_with_sklearn(
             train_one_epoch(model, x, y, opts, batch_size, shuffle, device)
         return model
 
-    sides: list[tuple[str, torch.device]] = [("sklearn", torch.device("cpu"))] + [("genlib", d) for d in devices]
+    sides: list[tuple[str, torch.device]] = [("sklearn", torch.device("cpu")), ("sklearn-float64", torch.device("cpu"))]
+    sides += [("genlib", d) for d in devices]
     seconds: dict[str, list[float]] = {f"{s}:{d}": [] for s, d in sides}
     pl_stochastic_own: dict[str, list[float]] = {k: [] for k in seconds}
     pl_stochastic_genlib: dict[str, list[float]] = {k: [] for k in seconds}
@@ -575,8 +586,9 @@ def compare_rbm_with_sklearn(
         for side, device in sides[shift:] + sides[:shift]:
             key = f"{side}:{device}"
             box: dict[str, Any] = {}
-            if side == "sklearn":
-                secs = timed(lambda: box.setdefault("m", fit_sklearn(rep)), device)
+            if side.startswith("sklearn"):
+                arrays = train_np64 if side == "sklearn-float64" else train_np
+                secs = timed(lambda: box.setdefault("m", fit_sklearn(rep, arrays)), device)
                 sk = box["m"]
                 pl_stochastic_own[key].append(float(sk.score_samples(test_np).mean()))
                 as_genlib = rbm_from_sklearn(sk, config)
@@ -607,6 +619,7 @@ def compare_rbm_with_sklearn(
             "seconds_per_epoch": seconds[key],
             "median_seconds_per_epoch": med,
             "speedup_vs_sklearn": ratio(sk_median, med),
+            "speedup_vs_sklearn_float64": ratio(median(seconds["sklearn-float64:cpu"]), med),
             "pl_stochastic_own_estimator": pl_stochastic_own[key],
             "median_pl_stochastic_own_estimator": median(pl_stochastic_own[key]),
             "pl_stochastic_genlib_estimator": pl_stochastic_genlib[key],
@@ -628,15 +641,17 @@ def compare_rbm_with_sklearn(
             "batch_size": batch_size,
             "epochs": epochs,
             "repeats": repeats,
-            "dtype": "float32 (scikit-learn keeps float32 input in float32)",
+            "dtype": "float32 for genlib and 'sklearn' (scikit-learn keeps float32 input in float32); "
+            "'sklearn-float64' gets the same values as float64, scikit-learn's default dtype",
             "data": "binarised at 0.5, identical arrays for both",
             "genlib_config": config.model_dump(mode="json"),
         },
         "differences": [
-            "scikit-learn keeps its persistent chain as hidden samples (initialised to 0); genlib keeps visible "
-            "samples (initialised to Bernoulli(0.5)): both are PCD-1",
+            "both keep the persistent chain as hidden samples: scikit-learn initialises it to 0, genlib to "
+            "Bernoulli(0.5); both are PCD-1 with five matrix products per batch",
             "scikit-learn visits the batches in the same order every epoch; genlib reshuffles each epoch",
-            "genlib's step also computes its monitors (reconstruction error, free-energy gap): 3 extra matmuls per batch",
+            "genlib's step also computes its monitors: the free-energy gap from pre-activations it already has, "
+            "the reconstruction error on 16 images per batch",
             "scikit-learn's score_samples flips one random bit per image with its own RNG; the 'genlib estimator' "
             "columns evaluate every model with genlib's code and the same flipped bits",
         ],
@@ -738,7 +753,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "## genlib rbm vs scikit-learn BernoulliRBM",
             "",
             f"{s['train_images']} binarised training images, {s['hidden_units']} hidden units, PCD-1, learning rate "
-            f"{s['learning_rate']}, batch {s['batch_size']}, {s['epochs']} epochs, momentum 0, float32; medians over "
+            f"{s['learning_rate']}, batch {s['batch_size']}, {s['epochs']} epochs, momentum 0; dtype: {s['dtype']}; medians over "
             f"{s['repeats']} interleaved fits. Pseudo-log-likelihood (PL) per image on {s['test_images']} test images "
             f"(stochastic one-bit-flip estimate) and on the first {s['exact_pl_images']} (exact, all 784 bits).",
             "",
@@ -746,7 +761,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         header = [
             "model",
             "s/epoch",
-            "speed-up vs sklearn",
+            "speed-up vs sklearn (float32)",
+            "speed-up vs sklearn (float64)",
             "PL, own estimator",
             "PL, genlib estimator (same bits)",
             f"PL exact ({s['exact_pl_images']} images, last fit)",
@@ -758,6 +774,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"{r['side']} ({r['device']})",
                     fmt_num(r["median_seconds_per_epoch"]),
                     fmt_ratio(r["speedup_vs_sklearn"]),
+                    fmt_ratio(r["speedup_vs_sklearn_float64"]),
                     fmt_num(r["median_pl_stochastic_own_estimator"], 2),
                     fmt_num(r["median_pl_stochastic_genlib_estimator"], 2),
                     fmt_num(r["pl_exact_last_repeat"], 2),
@@ -784,6 +801,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("quick", "full"), help="genlib.profiles settings (default: quick with --quick, else full)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of the naive loop and genlib's equal-batch row")
     p.add_argument("--big-batch", type=int, help="genlib's bigger batch (default 512 with --quick, else 1024)")
+    p.add_argument("--bigger-batch", type=int, help="one more tuned row at this batch (default 2048; 0: none)")
     p.add_argument(
         "--compile-families",
         help="comma list of families to try torch.compile on, or 'all'/'none' (default: all; with --quick "
@@ -927,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             # Share what is left of the budget among the families still to run; every measurement
             # still covers at least one batch, so a busy machine can overrun it.
             left = budget - (time.perf_counter() - t_start) - reserve
-            n_measurements = 5 * (args.repeats + 1.5)
+            n_measurements = 6 * (args.repeats + 1.5)
             family_target = max(0.02, min(target, left / (len(families) - i) / n_measurements))
         result = measure_family(
             family,
@@ -936,6 +954,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             profile=profile,
             batch_size=args.batch_size,
             big_batch=big_batch,
+            bigger_batch=2048 if args.bigger_batch is None else args.bigger_batch,
             compile_=family in compile_families,
             repeats=args.repeats,
             target_seconds=family_target,

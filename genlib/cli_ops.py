@@ -106,6 +106,8 @@ def pipeline_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     dispatch: str = typer.Option("auto", "--dispatch", help="auto, local or deployment (train on GPU workers)"),
     suite: bool = typer.Option(True, "--suite/--no-suite", help="run the suite-level evaluation"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="train every family this many epochs instead of the "
+                                         "profile's (e.g. a CPU trial run of --profile full)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
 ) -> None:
     """Prepare data, then train, evaluate and register each family, then the suite; print a summary."""
@@ -118,10 +120,14 @@ def pipeline_command(
     from flows.params import DataParams, PipelineParams
 
     params = _pydantic(PipelineParams, data=DataParams(dataset=dataset), models=family_list, profile=profile,
-                       eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite)
+                       eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
+                       train_overrides={} if epochs is None else {"epochs": epochs})
     from genlib.training import resolve_device
 
-    resolve_device(device)  # "cuda" on a machine without one is a one-line error now, not after the data prep
+    if resolve_device(device).type == "cpu" and params.profile == "full" and params.dispatch != "deployment":
+        typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
+                   "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
+                   err=True)  # "cuda" on a machine without one is a one-line error now, not after the data prep
     if params.dispatch == "deployment":
         from prefect.settings import PREFECT_API_URL
 

@@ -41,21 +41,24 @@ PROFILES: dict[str, dict[str, FamilySettings]] = {
         # Hinton & Salakhutdinov (2006): 784-1000-500-250-30 (trained here with Adam, no RBM pre-training).
         "ae": FamilySettings(
             {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "recon_loss": "bce"},
-            {"epochs": 200, "batch_size": 128, "patience": 20},
+            {"epochs": 200, "batch_size": 128, "patience": 20, "lr_schedule": "cosine"},
         ),
-        "conv-ae": FamilySettings({"channels": (32, 64), "latent_dim": 30}, {"epochs": 100, "batch_size": 128, "patience": 15}),
+        "conv-ae": FamilySettings(
+            {"channels": (32, 64), "latent_dim": 30},
+            {"epochs": 100, "batch_size": 128, "patience": 15, "lr_schedule": "cosine"},
+        ),
         "dae": FamilySettings(
             {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "noise": "masking", "noise_level": 0.25},
-            {"epochs": 200, "batch_size": 128, "patience": 20},
+            {"epochs": 200, "batch_size": 128, "patience": 20, "lr_schedule": "cosine"},
         ),
         # IWAE paper's one-stochastic-layer VAE: 784-200-200-50, tanh, dynamically binarised inputs.
         "vae": FamilySettings(
             {"hidden_dims": (200, 200), "latent_dim": 50, "activation": "tanh", "binarize": True},
-            {"epochs": 500, "batch_size": 100, "patience": 50},
+            {"epochs": 500, "batch_size": 100, "patience": 50, "lr_schedule": "cosine"},
         ),
         "cvae": FamilySettings(
             {"hidden_dims": (500, 500), "latent_dim": 50, "activation": "relu", "binarize": True},
-            {"epochs": 200, "batch_size": 100, "patience": 30},
+            {"epochs": 200, "batch_size": 100, "patience": 30, "lr_schedule": "cosine"},
         ),
         # DCGAN at its usual settings: Adam 2e-4, beta1 0.5, batch 128, 64 base features.
         "gan": FamilySettings({"latent_dim": 100, "generator_features": 64, "discriminator_features": 64}, {"epochs": 30, "batch_size": 128}),

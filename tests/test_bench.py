@@ -58,10 +58,10 @@ def test_compare_rbm_with_sklearn_reports_time_and_pseudo_likelihoods(tiny):
         tiny.x, tiny.x_test, hidden=8, batch_size=64, epochs=1, repeats=1, exact_pl_images=2
     )
     rows = result["results"]
-    assert set(rows) == {"sklearn:cpu", "genlib:cpu"}
+    assert set(rows) == {"sklearn:cpu", "sklearn-float64:cpu", "genlib:cpu"}
     for row in rows.values():
         assert row["median_seconds_per_epoch"] > 0
-        assert row["speedup_vs_sklearn"] > 0
+        assert row["speedup_vs_sklearn"] > 0 and row["speedup_vs_sklearn_float64"] > 0
         for key in ("median_pl_stochastic_own_estimator", "median_pl_stochastic_genlib_estimator", "pl_exact_last_repeat"):
             assert math.isfinite(row[key]) and row[key] <= 0
     assert result["settings"]["train_images"] == 256
@@ -72,7 +72,7 @@ def test_cli_writes_json_and_markdown_without_prefect_or_mlflow(tmp_path, capsys
     before = set(sys.modules)
     argv = [
         "--quick", "--synthetic", "256", "--families", "ae", "--repeats", "1", "--batch-size", "32",
-        "--big-batch", "64", "--target-seconds", "0.01", "--threads", "1", "--rbm-hidden", "8",
+        "--big-batch", "64", "--bigger-batch", "128", "--target-seconds", "0.01", "--threads", "1", "--rbm-hidden", "8",
         "--rbm-epochs", "1", "--rbm-batch-size", "64", "--pl-exact-images", "2", "--quiet",
         "--json", str(tmp_path / "tp.json"), "--markdown", str(tmp_path / "tp.md"),
     ]  # fmt: skip
@@ -84,6 +84,7 @@ def test_cli_writes_json_and_markdown_without_prefect_or_mlflow(tmp_path, capsys
     assert report["settings"]["batch_size"] == 32
     assert [f["family"] for f in report["families"]] == ["ae"]
     assert report["families"][0]["variants"]["naive_b32"]["median_samples_per_s"] > 0
+    assert report["families"][0]["variants"]["genlib_b128_tuned"]["median_samples_per_s"] > 0
     assert "rbm_vs_sklearn" in report
     table = (tmp_path / "tp.md").read_text()
     assert "| ae |" in table and "BernoulliRBM" in table

@@ -39,6 +39,8 @@ def test_pipeline_rejects_bad_options_in_one_line(capsys):
     assert code == 2 and "models" in _one_error_line(err) and "nope" in err
     code, _, err = run_cli(capsys, "pipeline", "--profile", "huge")
     assert code == 2 and "profile" in _one_error_line(err)
+    code, _, err = run_cli(capsys, "pipeline", "--epochs", "0", "--device", "cpu")
+    assert code == 2 and "epochs" in _one_error_line(err)
 
 
 def test_pipeline_with_unreachable_tracking_server_stops_at_once(capsys, monkeypatch):

@@ -11,7 +11,7 @@ import torch
 from genlib.errors import ConfigError, DataError, TrainingDivergedError
 from genlib.models import get_model, make_config
 from genlib.training import Callback, TrainConfig, evaluate, fit, load_checkpoint, resolve_device, train_model
-from genlib.training.loop import _Progress, num_batches
+from genlib.training.loop import _Progress, lr_factor, num_batches
 
 
 SHAPE = (1, 8, 8)
@@ -230,6 +230,59 @@ def test_resumed_run_matches_an_uninterrupted_one_exactly(case, tmp_path):
         assert resumed_model.persistent_chain.shape == (8, 8)  # (chains, hidden units)
         assert torch.equal(resumed_model.persistent_chain, whole.persistent_chain)
     assert load_checkpoint(ckpt_dir / "last.pt").epoch == 4
+
+
+def test_cosine_schedule_starts_at_the_configured_rate_and_decays_towards_zero():
+    cfg = TrainConfig(epochs=5, lr_schedule="cosine")
+    factors = [lr_factor(cfg, e) for e in range(1, 6)]
+    assert factors[0] == 1.0
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert 0 < factors[-1] < 0.1
+    assert lr_factor(TrainConfig(epochs=5), 5) == 1.0  # constant is the default
+
+
+def test_cosine_schedule_sets_every_optimizers_rate_each_epoch():
+    rec_lrs: list[list[float]] = []
+
+    class LrRecorder(Callback):
+        def on_epoch_end(self, epoch, metrics, model):
+            rec_lrs.append([g["lr"] for opt in self.opts.values() for g in opt.param_groups])
+
+    model = tiny_model("gan")  # two optimizers
+    original = model.configure_optimizers
+    recorder = LrRecorder()
+
+    def capture():
+        recorder.opts = original()
+        return recorder.opts
+
+    model.configure_optimizers = capture
+    fit(model, tiny_data(), TrainConfig(epochs=3, batch_size=8, lr_schedule="cosine"), device="cpu", callbacks=[recorder])
+    base = model.config.lr
+    assert len(rec_lrs) == 3 and all(len(lrs) == 2 for lrs in rec_lrs)
+    for epoch, lrs in enumerate(rec_lrs, start=1):
+        assert lrs == pytest.approx([base * lr_factor(TrainConfig(epochs=3, lr_schedule="cosine"), epoch)] * 2)
+
+
+def test_resumed_cosine_run_matches_an_uninterrupted_one_exactly(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(epochs=4, batch_size=8, seed=5, checkpoint_every=1, lr_schedule="cosine")
+    whole = tiny_model("ae")
+    full = fit(whole, data, cfg, device="cpu")
+
+    class Crash(Callback):
+        def on_epoch_end(self, epoch, metrics, model):
+            if epoch == 3:  # after epoch 2's checkpoint, before epoch 3's
+                raise KeyboardInterrupt
+
+    ckpt_dir = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model("ae"), data, cfg, device="cpu", checkpoint_dir=ckpt_dir, callbacks=[Crash()])
+    assert load_checkpoint(ckpt_dir / "last.pt").epoch == 2
+    resumed_model = tiny_model("ae", seed=123)
+    resumed = fit(resumed_model, data, cfg, device="cpu", checkpoint_dir=ckpt_dir, resume_from=ckpt_dir / "last.pt")
+    assert resumed.history == full.history
+    assert states_equal(resumed_model, whole)
 
 
 def test_resume_with_early_stopping_state_restores_the_same_best_weights(tmp_path):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from genlib.errors import ConfigError
 from genlib.evaluation._utils import batched, format_mean_std, mean_std, seeded
+from genlib.evaluation.augmentation import classic_augmentation
 from genlib.evaluation.classifier import accuracy, train_classifier
 from genlib.evaluation.profiles import EvalProfile
 
@@ -27,6 +28,7 @@ FINETUNE_METHODS = {
     "scratch": "from scratch (encoder architecture + linear head)",
     "frozen": "pretrained ae encoder, frozen + linear head",
     "finetuned": "pretrained ae encoder + head, fine-tuned end to end",
+    "finetuned_affine": "pretrained ae encoder + head, fine-tuned end to end on RandomAffine-augmented batches",
 }
 
 
@@ -101,6 +103,7 @@ def finetune_experiment(
     mean, std = codes_train.mean(0), codes_train.std(0).clamp_min(1e-6)
     codes_train, codes_test = (codes_train - mean) / std, (codes_test - mean) / std
 
+    affine = classic_augmentation()
     rows = []
     for (budget, seed), idx in subsets.items():
         idx_dev = idx.to(x_train.device)
@@ -110,6 +113,7 @@ def finetune_experiment(
             scratch = EncoderClassifier(get_model("ae", ae.config).encoder, latent, n_classes).to(device)
             head_frozen = nn.Linear(latent, n_classes).to(device)
             tuned = EncoderClassifier(copy.deepcopy(ae.encoder), latent, n_classes).to(device)
+            tuned_affine = copy.deepcopy(tuned)
         train_classifier(scratch, xs, ys, steps=steps, batch_size=bs, lr=lr, seed=seed, device=device)
         errors["scratch"] = 100 * (1 - accuracy(scratch, x_test, y_test, device=device))
         # Frozen encoder: train the head on precomputed codes (same result, no encoder passes).
@@ -118,6 +122,11 @@ def finetune_experiment(
         errors["frozen"] = 100 * (1 - accuracy(head_frozen, codes_test, y_test, device=device))
         train_classifier(tuned, xs, ys, steps=steps, batch_size=bs, lr=lr, seed=seed, device=device)
         errors["finetuned"] = 100 * (1 - accuracy(tuned, x_test, y_test, device=device))
+        # The same start and steps, each batch through random affines: what a practitioner adds
+        # when 100 labels overfit (the control of the augmentation experiment).
+        train_classifier(tuned_affine, xs, ys, steps=steps, batch_size=bs, lr=lr, seed=seed, device=device,
+                         transform=lambda xb, g: affine(xb))
+        errors["finetuned_affine"] = 100 * (1 - accuracy(tuned_affine, x_test, y_test, device=device))
         for method, err in errors.items():
             rows.append({"method": FINETUNE_METHODS[method], "method_key": method, "labels": budget, "seed": seed,
                          "test_error_pct": err})

@@ -13,6 +13,9 @@ from torch import Tensor, nn
 from genlib.models.base import GenerativeModel, ModelConfig, RBMOutput, rand
 from genlib.models.registry import register_model
 
+# Images per batch that the PCD reconstruction monitor looks at (see RBM.training_step).
+MONITOR_ROWS = 16
+
 
 class RBMConfig(ModelConfig):
     """RBM hyper-parameters. ``persistent`` switches CD-k to persistent CD (Tieleman 2008)."""
@@ -98,8 +101,10 @@ class RBM(GenerativeModel):
     ) -> RBMOutput:
         """CD-k (or PCD-k) update: grad = <v h>_model - <v h>_data, applied by the optimizer.
 
-        Pre-activations are reused for the free energies, so a CD-1 step costs five matrix
-        products (as scikit-learn's BernoulliRBM does), monitors included.
+        Pre-activations are reused for the free energies, so a step costs the five matrix products
+        of scikit-learn's BernoulliRBM (CD-1 or PCD-1), monitors included: under PCD the
+        reconstruction monitor looks at the first ``MONITOR_ROWS`` images only, because the chain
+        does not need that sweep and a full-batch one would be a sixth product.
         """
         with torch.no_grad():
             v0 = self._flat(x)
@@ -108,10 +113,10 @@ class RBM(GenerativeModel):
             n = v0.shape[0]
             pre0 = torch.addmm(self.hidden_bias, v0, self.weight)
             ph0 = torch.sigmoid(pre0)
-            h0 = self._bernoulli(ph0, None)
-            # Monitor: squared error of one Gibbs sweep from the data, p(v | h ~ p(h | v0)).
-            pv1 = self.visible_probs(h0)
             if self.config.persistent:
+                # Monitor: one Gibbs sweep from the data, p(v | h ~ p(h | v0)), on a few rows.
+                rows = min(n, MONITOR_ROWS)
+                pv1 = self.visible_probs(self._bernoulli(ph0[:rows], None))
                 # The chains' state is their hidden sample (as in scikit-learn), so no product is
                 # recomputed; a smaller batch continues the first n chains, a larger one adds fresh ones.
                 missing = n - self.persistent_chain.shape[0]
@@ -120,7 +125,9 @@ class RBM(GenerativeModel):
                     self.persistent_chain = torch.cat([self.persistent_chain, fresh])
                 h, pv = self.persistent_chain[:n], None
             else:
-                h, pv = h0, pv1
+                rows = n
+                pv1 = self.visible_probs(self._bernoulli(ph0, None))
+                h, pv = None, pv1  # the negative phase starts from the data's own sweep
             for step in range(self.config.cd_k):
                 if pv is None:
                     pv = self.visible_probs(h)
@@ -131,10 +138,11 @@ class RBM(GenerativeModel):
                     h, pv = self._bernoulli(phk, None), None
             if self.config.persistent:
                 self.persistent_chain[:n] = h
-            self.weight.grad = (vk.T @ phk - v0.T @ ph0) / n
+            # <v h>_model - <v h>_data as one product over the stacked negative and positive rows.
+            self.weight.grad = torch.cat([vk, v0]).T @ torch.cat([phk, ph0.neg()]) / n
             self.visible_bias.grad = (vk - v0).mean(0)
             self.hidden_bias.grad = (phk - ph0).mean(0)
-            recon = (pv1 - v0).pow(2).sum(-1).mean()
+            recon = (pv1 - v0[:rows]).pow(2).sum(-1).mean()
             free_energy_v0 = -(v0 @ self.visible_bias) - F.softplus(pre0).sum(-1)
             free_energy_vk = -(vk @ self.visible_bias) - F.softplus(prek).sum(-1)
             gap = (free_energy_v0 - free_energy_vk).mean()

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     min_delta: float = Field(0.0, ge=0)
     checkpoint_every: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
+    # "cosine": each optimizer's learning rate follows half a cosine from its configured value at
+    # epoch 1 towards 0 at epoch ``epochs`` (set from the epoch number, so a resumed run is exact).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
 
 class Callback:
@@ -124,6 +127,21 @@ def num_batches(n: int, batch_size: int) -> int:
     """
     count = math.ceil(n / batch_size)
     return count - 1 if count > 1 and n % batch_size == 1 else count
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the configured learning rate during ``epoch`` (1-based)."""
+    if cfg.lr_schedule == "constant" or cfg.epochs == 1:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+
+
+def _set_learning_rates(optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig, epoch: int) -> None:
+    factor = lr_factor(cfg, epoch)
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * factor
 
 
 def train_one_epoch(
@@ -266,6 +284,7 @@ def fit(
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
+        _set_learning_rates(optimizers, cfg, epoch)
         shuffle = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
         bar = _Progress(num_batches(x_train.shape[0], cfg.batch_size), f"epoch {epoch}/{cfg.epochs}", progress)
         train_terms = train_one_epoch(model, x_train, y_train, optimizers, cfg.batch_size, shuffle, device, bar)
