@@ -129,6 +129,32 @@ PRESETS: dict[str, Settings] = {
 }
 
 
+def apply_overrides(s: Settings, assignments: list[str]) -> Settings:
+    """``s`` with FIELD=VALUE assignments applied; values parse as JSON (tuples as lists), else stay strings."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    updates: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {item!r}: {raw!r} is not a number, list or null") from None
+        nullable = "None" in str(fields[name].type)
+        if value is None:
+            if not nullable:
+                raise ValueError(f"--set {item!r}: {name} cannot be null")
+        elif "tuple" in str(fields[name].type):
+            if not isinstance(value, list) or not value or not all(type(v) is int for v in value):
+                raise ValueError(f"--set {item!r}: {name} takes a list of integers, e.g. [0,1,2]")
+            value = tuple(value)
+        elif type(value) is not int or value < 1:
+            raise ValueError(f"--set {item!r}: {name} takes a positive integer")
+        updates[name] = value
+    return dataclasses.replace(s, **updates)
+
+
 def _verdict(ours: float, goal: float, higher_is_better: bool) -> str:
     if not math.isfinite(ours):
         return "not measured"
@@ -326,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override one Settings field of the preset, e.g. --set rbm_cd_k=25 (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=Path("bench/results/quality.json"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"))
@@ -336,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown stage(s) {', '.join(unknown)}; valid: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    s = PRESETS[args.preset]
+    try:
+        s = apply_overrides(PRESETS[args.preset], args.set)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     device = resolve_device(args.device)
     t_start = time.perf_counter()
     data = load_dataset("mnist")
@@ -381,7 +413,7 @@ def _meta(args: Any, s: Settings, device: torch.device, data: Any, t_start: floa
         "command": "python -m bench.quality " + " ".join(sys.argv[1:] if args is not None else []),
         "device": name,
         "torch": torch.__version__,
-        "preset": args.preset,
+        "preset": args.preset + "".join(f" --set {a}" for a in args.set),
         "train_images": int(data.x_train.shape[0]),
         "test_images": int(data.x_test.shape[0]),
         "minutes": (time.perf_counter() - t_start) / 60,

@@ -107,3 +107,19 @@ def test_quality_benchmark_smoke_preset_runs_every_stage(tmp_path):
     assert "kept text" in text and quality.QUALITY_BEGIN in text
     rows = json.loads((tmp_path / "q.json").read_text())["rows"]
     assert any("PCA" in r["what"] for r in rows) and any("AIS" in r["what"] for r in rows)
+
+
+def test_quality_settings_overrides_parse_and_refuse_bad_values(tmp_path, capsys):
+    from bench import quality
+
+    s = quality.apply_overrides(quality.PRESETS["cpu-long"], ["rbm_cd_k=25", "seeds=[0,1]", "likelihood_images=null"])
+    assert (s.rbm_cd_k, s.seeds, s.likelihood_images) == (25, (0, 1), None)
+    assert s.ae_epochs == quality.PRESETS["cpu-long"].ae_epochs  # untouched fields keep the preset's values
+    for bad in ("rbm_cd_k=0", "nope=1", "seeds=3", "ae_epochs=null", "ae_epochs=1.5"):
+        with pytest.raises(ValueError, match="--set"):
+            quality.apply_overrides(s, [bad])
+    # The command line turns it into one line and exit status 2, before loading any data.
+    assert quality.main(["--preset", "smoke", "--set", "rbm_cd_k=0", "--markdown", str(tmp_path / "q.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --set")
+    assert not (tmp_path / "q.md").exists()
