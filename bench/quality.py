@@ -1,7 +1,8 @@
 """Quality benchmark: our numbers on the real MNIST test set beside the published ones.
 
 Run ``python -m bench.quality`` for paper-scale settings (the ``full`` profile; meant for a GPU
-worker), or with ``--preset cpu-short`` for a reduced run that fits a small CPU machine. Every
+worker), or with ``--preset cpu-long`` (about 50 minutes on 2 cores) or ``cpu-short`` (20) for reduced
+runs that fit a small CPU machine; ``--set FIELD=VALUE`` changes one setting of a preset. Every
 setting actually used (epochs, k, AIS schedule, seeds) is written next to the number it produced,
 and every goal we miss is reported as missed, with the gap.
 

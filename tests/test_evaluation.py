@@ -211,6 +211,29 @@ def test_ais_log_partition_is_within_a_tenth_of_a_nat_of_the_exact_value():
     assert torch.allclose(rbm_log_likelihood(rbm, x, exact), rbm.log_likelihood_exact(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("binarize", [True, False])
+def test_rbm_likelihood_scores_the_test_images_as_the_rbm_was_trained_on_them(binarize):
+    """binarize=True: one fixed-seed stochastic binarisation (the paper's protocol); else thresholding."""
+    from genlib.evaluation.likelihood import rbm_likelihood_rows
+
+    torch.manual_seed(0)
+    rbm = get_model("rbm", make_config("rbm", {"image_shape": (1, 2, 5), "hidden_units": 6, "binarize": binarize}))
+    with torch.no_grad():
+        rbm.weight.normal_(0.0, 1.0)
+    grey = torch.rand(40, 1, 2, 5, generator=torch.Generator().manual_seed(3))
+    kwargs = dict(n_chains=4, n_betas=10, pll_exact=True, seed=7, batch_size=16, device=torch.device("cpu"))
+    rows, metrics, _ = rbm_likelihood_rows(rbm, grey, grey, **kwargs)
+    exact = rbm.log_likelihood_exact  # brute force over the 2**10 visible states, thresholds at 0.5
+    seen = torch.bernoulli(grey, generator=torch.Generator().manual_seed(7)) if binarize else (grey > 0.5).float()
+    log_z = metrics["ais_log_z"]
+    expected = float((exact(seen) + float(rbm.log_partition_exact()) - log_z).mean())
+    assert metrics["ais_log_likelihood"] == pytest.approx(expected, abs=1e-6)
+    assert ("binarised once (seed 7)" if binarize else "thresholded at 0.5") in rows[-1]["details"]
+    # The two protocols disagree on grey images: thresholding is not what a binarize=True RBM saw.
+    other = (grey > 0.5).float() if binarize else torch.bernoulli(grey, generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(seen, other)
+
+
 def test_ais_with_zero_weights_is_exact():
     v, h = 6, 4
     bias = torch.randn(v, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
