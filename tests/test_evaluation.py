@@ -57,7 +57,7 @@ RBM_METRICS = {"pseudo_log_likelihood", "ais_log_z", "ais_log_likelihood"}
 
 def tiny_profile(**extra):
     settings = dict(
-        eval_batch_size=128, figure_images=4, fid_samples=40, is_splits=2, classifier_epochs=2, rbm_sample_steps=3,
+        eval_batch_size=128, figure_images=4, fid_samples=40, is_splits=2, classifier_epochs=2,
         iwae_k=8, iwae_chunk=4, elbo_samples=2, ais_chains=8, ais_betas=20, likelihood_images=50,
         latent_sizes=(2,), suite_hidden_dims=(16,), suite_epochs=1, suite_batch_size=64, probe_max_train=200,
         label_budgets=(20, 10**6), seeds=(0, 1), pretrain_latent=2, finetune_steps=3, classifier_batch_size=16,

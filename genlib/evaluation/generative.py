@@ -19,6 +19,9 @@ from torch import Tensor
 from genlib.evaluation._utils import REAL_FLOOR_NAME, cpu_generator, grid_figure
 from genlib.evaluation.classifier import FeatureClassifier
 
+# A sample is "recognised" when the feature classifier's top class has at least this probability.
+RECOGNISED_CONFIDENCE = 0.9
+
 logger = logging.getLogger(__name__)
 
 
@@ -126,7 +129,7 @@ def inception_score(probs: Tensor, splits: int = 10) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def draw_samples(model: Any, n: int, *, seed: int, batch_size: int, rbm_steps: int | None = None) -> tuple[Tensor, Tensor | None]:
+def draw_samples(model: Any, n: int, *, seed: int, batch_size: int) -> tuple[Tensor, Tensor | None]:
     """n samples (n, C, H, W) in [0, 1] on CPU; conditional models get balanced labels 0, 1, ..., C-1, 0, ...
 
     Returns (images, labels or None).
@@ -137,8 +140,7 @@ def draw_samples(model: Any, n: int, *, seed: int, batch_size: int, rbm_steps: i
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         lab = None if labels is None else labels[start : start + m].to(model.device)
-        kwargs = {"steps": rbm_steps} if rbm_steps is not None and model.family == "rbm" else {}
-        out.append(model.sample(m, labels=lab, generator=gen, **kwargs).float().clamp(0, 1).cpu())
+        out.append(model.sample(m, labels=lab, generator=gen).float().clamp(0, 1).cpu())
     return torch.cat(out), labels
 
 
@@ -174,6 +176,7 @@ def real_floor_row(classifier: FeatureClassifier, data: Any, *, n: int, k: int, 
         "inception_score": is_mean,
         "inception_score_std": is_std,
         "class_accuracy": float(classifier.test_accuracy),
+        "recognised": float((train_p.max(1).values >= RECOGNISED_CONFIDENCE).float().mean()),
     }
     classifier.real_cache[key] = row
     return dict(row)
@@ -181,14 +184,16 @@ def real_floor_row(classifier: FeatureClassifier, data: Any, *, n: int, k: int, 
 
 def generative_row(
     model: Any, data: Any, classifier: FeatureClassifier, *, n: int, k: int, splits: int, seed: int, batch_size: int,
-    rbm_steps: int | None = None,
 ) -> tuple[dict[str, Any], Tensor, Tensor | None]:
     """Quality of n samples of ``model`` against the test split's features.
 
     Returns (row, samples (n, C, H, W), labels (n,) or None). class_accuracy (conditional models
-    only, else NaN) is the fraction of samples the classifier assigns to the requested class.
+    only, else NaN) is the fraction of samples the classifier assigns to the requested class;
+    ``recognised`` the fraction it assigns to one class with probability at least
+    ``RECOGNISED_CONFIDENCE`` (for conditional models: to the requested class): what a person sees
+    as "a digit" rather than a blot, whatever the Frechet distance says about blur.
     """
-    samples, labels = draw_samples(model, n, seed=seed, batch_size=batch_size, rbm_steps=rbm_steps)
+    samples, labels = draw_samples(model, n, seed=seed, batch_size=batch_size)
     feats, probs = classifier.embed(samples, batch_size=batch_size)
     test_f, _ = real_features(classifier, data, "test", None, seed, batch_size)
     if not torch.isfinite(feats).all():
@@ -197,6 +202,9 @@ def generative_row(
     precision, recall = precision_recall(test_f.to(dev), feats.to(dev), k)
     is_mean, is_std = inception_score(probs, splits)
     class_acc = float((probs.argmax(1) == labels).float().mean()) if labels is not None else math.nan
+    confident = probs.max(1).values >= RECOGNISED_CONFIDENCE
+    if labels is not None:
+        confident &= probs.argmax(1) == labels.to(probs.device)
     row = {
         "model": model.name,
         "n_samples": n,
@@ -206,6 +214,7 @@ def generative_row(
         "inception_score": is_mean,
         "inception_score_std": is_std,
         "class_accuracy": class_acc,
+        "recognised": float(confident.float().mean()),
     }
     return row, samples, labels
 

@@ -54,7 +54,7 @@ def iwae_log_likelihood(model: Any, x: Tensor, y: Tensor | None = None, *, k: in
 def likelihood_inputs(model: Any, x: Tensor, seed: int) -> tuple[Tensor, str]:
     """Test images as the model's likelihood sees them: binarised once (fixed seed) when it was
     trained on dynamically binarised data, else the grey levels. Returns (x, description)."""
-    if getattr(model.config, "binarize", False):
+    if model.binarized_inputs:
         return torch.bernoulli(x.cpu(), generator=cpu_generator(seed)), f"binarised once (seed {seed})"
     return x.cpu(), "grey levels"
 
@@ -103,7 +103,7 @@ def rbm_likelihood_rows(
     are fit to the train images' pixel means in the same form.
     Returns (rows of the "likelihood" table, metrics, the AIS result).
     """
-    if getattr(model.config, "binarize", False):
+    if model.binarized_inputs:
         x, inputs = likelihood_inputs(model, x, seed)
         base = base_rate_visible_bias(x_train.flatten(1).double().cpu())  # E[bernoulli(x)] = x
     else:

@@ -73,10 +73,10 @@ def evaluate_model(
             metrics.update({k: row[k] for k in ("test_mse", "test_sq_err_per_image", "test_bce")})
             idx = figure_indices(y_test, profile.figure_images)
             noisy = None
-            noise = getattr(model.config, "noise", None)
-            if noise is not None:
+            if model.noise is not None:
+                kind, level = model.noise
                 drow, noisy_all = denoising_row(
-                    model.name, recon_fn, x_test, y_test, noise, float(model.config.noise_level), device=device,
+                    model.name, recon_fn, x_test, y_test, kind, level, device=device,
                     batch_size=bs, seed=seed, clean_sq_err=row["test_sq_err_per_image"],
                 )
                 tables["denoising"] = pd.DataFrame([drow])
@@ -95,11 +95,11 @@ def evaluate_model(
             clf = features or get_feature_classifier(data, device=device, epochs=profile.classifier_epochs)
             kw = dict(k=profile.pr_k, splits=profile.is_splits, seed=seed, batch_size=bs)
             grow, samples, labels = generative_row(
-                model, data, clf, n=profile.fid_samples, rbm_steps=profile.rbm_sample_steps, **kw
+                model, data, clf, n=profile.fid_samples, **kw
             )
             floor = real_floor_row(clf, data, n=profile.fid_samples, **kw)
             tables["generative_quality"] = pd.DataFrame([floor, grow])
-            metrics.update({k: grow[k] for k in ("fid", "precision", "recall", "inception_score")})
+            metrics.update({k: grow[k] for k in ("fid", "precision", "recall", "inception_score", "recognised")})
             if model.conditional:
                 metrics["class_accuracy"] = grow["class_accuracy"]
             metrics["fid_real_floor"] = floor["fid"]
@@ -108,14 +108,14 @@ def evaluate_model(
 
     n_lik = profile.likelihood_images
     x_lik, y_lik = (x_test, y_test) if n_lik is None else (x_test[:n_lik], y_test[:n_lik])
-    if model.family == "vae":
+    if model.likelihood == "variational":
         rows, m = vae_likelihood_rows(
             model, x_lik, y_lik, k=profile.iwae_k, chunk=profile.iwae_chunk, elbo_samples=profile.elbo_samples,
             seed=seed, batch_size=bs, device=device,
         )
         tables["likelihood"] = pd.DataFrame(rows)
         metrics.update(m)
-    elif model.family == "rbm":
+    elif model.likelihood == "energy":
         rows, m, _ = rbm_likelihood_rows(
             model, data.x_train, x_lik, n_chains=profile.ais_chains, n_betas=profile.ais_betas,
             pll_exact=profile.pll_exact, seed=seed, batch_size=bs, device=device,

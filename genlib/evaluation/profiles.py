@@ -27,7 +27,6 @@ class EvalProfile(BaseModel):
     pr_k: int = Field(3, ge=1)  # k-th nearest neighbour radius of improved precision & recall
     is_splits: int = Field(10, ge=1)  # Inception Score mean +- std over this many splits
     classifier_epochs: int = Field(8, ge=1)  # feature CNN (cached per data digest)
-    rbm_sample_steps: int | None = Field(300, ge=1)  # Gibbs sweeps per RBM sample; None = the model's own
 
     # --- per model: likelihoods ------------------------------------------------------------
     iwae_k: int = Field(100, ge=1)  # importance samples per image of the IWAE bound
@@ -95,7 +94,6 @@ PROFILES: dict[str, EvalProfile] = {
         eval_batch_size=2048,
         fid_samples=10000,
         classifier_epochs=15,
-        rbm_sample_steps=None,
         iwae_k=1000,
         iwae_chunk=250,
         elbo_samples=10,

@@ -139,5 +139,9 @@ class DAE(AE):
 
     config_class = DAEConfig
 
+    @property
+    def noise(self) -> tuple[str, float]:
+        return self.config.noise, float(self.config.noise_level)
+
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return add_noise(x, self.config.noise, self.config.noise_level, generator)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -99,16 +99,19 @@ class GenerativeModel(nn.Module):
 
     Class attributes tell callers what a model can do, so no code branches on model names:
     ``reconstructs`` (has encode/decode/reconstruct), ``generates`` (has sample),
-    ``conditional`` (takes labels), ``uses_autograd`` (False for the RBM).
+    ``conditional`` (takes labels), ``uses_autograd`` (False for the RBM), ``likelihood``
+    (None; ``"variational"``: ELBO and importance-weighted bounds; ``"energy"``: an unnormalised
+    model scored by pseudo-likelihood and AIS). Instance properties ``binarized_inputs`` and
+    ``noise`` say how inputs are treated (they depend on the config).
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
-    family: ClassVar[str] = "autoencoder"
     reconstructs: ClassVar[bool] = False
     generates: ClassVar[bool] = False
     conditional: ClassVar[bool] = False
     uses_autograd: ClassVar[bool] = True
+    likelihood: ClassVar[Literal["variational", "energy"] | None] = None
     # The key metric for comparing versions of this family, and whether lower is better.
     primary_metric: ClassVar[str] = "test_loss"
     primary_metric_lower_is_better: ClassVar[bool] = True
@@ -150,6 +153,16 @@ class GenerativeModel(nn.Module):
         return {}
 
     # --- capabilities (overridden where they exist) ---------------------------------------
+    @property
+    def binarized_inputs(self) -> bool:
+        """True when the model trains on (and is scored on) stochastic binarisations of the grey levels."""
+        return bool(getattr(self.config, "binarize", False))
+
+    @property
+    def noise(self) -> tuple[str, float] | None:
+        """(kind, level) of the input corruption a denoising model is trained to undo; None for the others."""
+        return None
+
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Reconstruction in [0, 1]. Args: x (B, C, H, W). Returns (B, C, H, W)."""
         raise NotImplementedError(f"{self.name} does not reconstruct")

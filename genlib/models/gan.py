@@ -96,7 +96,6 @@ class GAN(GenerativeModel):
     """DCGAN with the non-saturating loss; the discriminator is updated first, then the generator."""
 
     config_class = GANConfig
-    family = "gan"
     generates = True
     primary_metric = "fid"
 

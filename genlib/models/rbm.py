@@ -39,7 +39,7 @@ class RBM(GenerativeModel):
     """
 
     config_class = RBMConfig
-    family = "rbm"
+    likelihood = "energy"
     reconstructs = True
     generates = True
     uses_autograd = False
@@ -177,12 +177,12 @@ class RBM(GenerativeModel):
 
     @torch.no_grad()
     def sample(
-        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None, steps: int | None = None
+        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Run n Gibbs chains from uniform noise for ``steps`` sweeps; return the last p(v | h), (n, C, H, W)."""
+        """Run n Gibbs chains from uniform noise for ``config.sample_steps`` sweeps; return the last p(v | h), (n, C, H, W)."""
         v = self._bernoulli(torch.full((n, self.config.input_dim), 0.5, device=self.device), generator)
         pv = v
-        for _ in range(steps or self.config.sample_steps):
+        for _ in range(self.config.sample_steps):
             v, pv = self.gibbs_step(v, generator)
         return pv.view(n, *self.config.image_shape)
 

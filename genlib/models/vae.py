@@ -56,7 +56,7 @@ class VAE(GenerativeModel):
     """x (B, C, H, W) -> q(z|x) = N(mu, diag sigma^2), z (B, K) -> p(x|z). Loss is the negative ELBO per image."""
 
     config_class = VAEConfig
-    family = "vae"
+    likelihood = "variational"
     reconstructs = True
     generates = True
     primary_metric = "test_loss"

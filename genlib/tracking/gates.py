@@ -25,27 +25,41 @@ FID_FACTOR_OF_FLOOR = 20.0
 FID_MARGIN_OVER_FLOOR = 50.0
 # Without a recorded floor.
 FID_MAX = 250.0
-# Families whose samples are gated on FID. An RBM trained by contrastive divergence is judged by its
-# likelihood instead: its Gibbs chains mix slowly, so short-run samples say little about the model.
-SAMPLE_QUALITY_FAMILIES = ("vae", "gan")
+# Samples a person would call digits: this share is ``recognised`` by the feature classifier (top class
+# with probability >= 0.9, see genlib.evaluation.generative), and precision (share of samples inside
+# the real images' k-NN manifold) at least this.
+MIN_RECOGNISED = 0.7
+MIN_PRECISION = 0.5
 # Conditional generators: the feature classifier must recognise the asked-for class this often (chance = 1/C).
 MIN_CLASS_ACCURACY = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
-class GateResult:
-    """Outcome of one gate: ``gate`` is its stable name, ``detail`` says the numbers compared."""
+class GateCheck:
+    """Outcome of one gate: ``gate`` is its stable name, ``metric`` ``op`` ``threshold`` the comparison
+    made on ``value`` (None where the metric was missing), ``detail`` the same in words."""
 
     gate: str
     passed: bool
     detail: str
+    metric: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    op: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"gate": self.gate, "metric": self.metric, "value": self.value, "threshold": self.threshold,
+                "op": self.op, "passed": self.passed, "detail": self.detail}
+
+
+GateResult = GateCheck  # the name before gate checks carried their numbers
 
 
 @dataclasses.dataclass(frozen=True)
 class Gate:
     name: str
     description: str
-    check: Callable[[Mapping[str, float]], GateResult]
+    check: Callable[[Mapping[str, float]], GateCheck]
 
 
 def _value(metrics: Mapping[str, Any], key: str) -> float | None:
@@ -60,69 +74,78 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _compare(gate: str, metric: str, value: float | None, op: str, threshold: float, how: str = "") -> GateCheck:
+    """``value op threshold`` as a GateCheck; ``how`` says where the threshold comes from."""
+    if value is None:
+        return GateCheck(gate, False, f"missing metric {metric}", metric, None, threshold, op)
+    ok = math.isfinite(value) and (value <= threshold if op == "<=" else value >= threshold if op == ">=" else
+                                   value > threshold)
+    neg = {"<=": ">", ">=": "<", ">": "<="}[op]
+    detail = f"{metric} = {_fmt(value)} {op if ok else neg} {how + ' = ' if how else ''}{_fmt(threshold)}"
+    return GateCheck(gate, ok, detail, metric, value, threshold, op)
+
+
 def _finite_gate(keys: list[str]) -> Gate:
-    def check(m: Mapping[str, float]) -> GateResult:
+    def check(m: Mapping[str, float]) -> GateCheck:
         missing = [k for k in keys if _value(m, k) is None]
         if missing:
-            return GateResult("finite", False, f"missing metric {missing[0]}")
+            return GateCheck("finite", False, f"missing metric {missing[0]}", missing[0], None, None, "finite")
         bad = [k for k in keys if not math.isfinite(_value(m, k))]  # type: ignore[arg-type]
         if bad:
-            return GateResult("finite", False, f"{bad[0]} = {m[bad[0]]} is not finite")
-        return GateResult("finite", True, f"{', '.join(keys)} finite")
+            return GateCheck("finite", False, f"{bad[0]} = {m[bad[0]]} is not finite", bad[0], None, None, "finite")
+        return GateCheck("finite", True, f"{', '.join(keys)} finite", ", ".join(keys), None, None, "finite")
 
     return Gate("finite", "the primary metric and every gated metric are present and finite", check)
 
 
-def _reconstruction_gate(m: Mapping[str, float]) -> GateResult:
-    err, base, mse = _value(m, "test_sq_err_per_image"), _value(m, "baseline_sq_err_per_image"), _value(m, "test_mse")
-    if err is None and mse is None:
-        return GateResult("reconstruction", False, "missing metric test_sq_err_per_image")
-    if base is not None and err is not None and math.isfinite(base):
-        bound = RECON_FRACTION_OF_MEAN_IMAGE * base
-        ok = err <= bound
-        return GateResult("reconstruction", ok, f"test_sq_err_per_image = {_fmt(err)} {'<=' if ok else '>'} "
-                          f"{RECON_FRACTION_OF_MEAN_IMAGE} x mean-image baseline {_fmt(base)} = {_fmt(bound)}")
-    if mse is None:
-        return GateResult("reconstruction", False, "missing metric test_mse")
-    ok = mse <= RECON_MAX_MSE
-    return GateResult("reconstruction", ok, f"test_mse = {_fmt(mse)} {'<=' if ok else '>'} {RECON_MAX_MSE}")
+def _reconstruction_gate(m: Mapping[str, float]) -> GateCheck:
+    err, base = _value(m, "test_sq_err_per_image"), _value(m, "baseline_sq_err_per_image")
+    if base is not None and math.isfinite(base):
+        return _compare("reconstruction", "test_sq_err_per_image", err, "<=", RECON_FRACTION_OF_MEAN_IMAGE * base,
+                        f"{RECON_FRACTION_OF_MEAN_IMAGE} x mean-image baseline {_fmt(base)}")
+    return _compare("reconstruction", "test_mse", _value(m, "test_mse"), "<=", RECON_MAX_MSE)
 
 
-def _fid_gate(m: Mapping[str, float]) -> GateResult:
-    fid, floor = _value(m, "fid"), _value(m, "fid_real_floor")
-    if fid is None:
-        return GateResult("fid", False, "missing metric fid")
+def _fid_gate(m: Mapping[str, float]) -> GateCheck:
+    floor = _value(m, "fid_real_floor")
     if floor is not None and math.isfinite(floor) and floor > 0:
         bound = max(FID_FACTOR_OF_FLOOR * floor, floor + FID_MARGIN_OVER_FLOOR)
-        ok = fid <= bound
-        return GateResult("fid", ok, f"fid = {_fmt(fid)} {'<=' if ok else '>'} max({FID_FACTOR_OF_FLOOR:g} x floor "
-                          f"{_fmt(floor)}, floor + {FID_MARGIN_OVER_FLOOR:g}) = {_fmt(bound)}")
-    ok = fid <= FID_MAX
-    return GateResult("fid", ok, f"fid = {_fmt(fid)} {'<=' if ok else '>'} {FID_MAX}")
+        return _compare("fid", "fid", _value(m, "fid"), "<=", bound,
+                        f"max({FID_FACTOR_OF_FLOOR:g} x floor {_fmt(floor)}, floor + {FID_MARGIN_OVER_FLOOR:g})")
+    return _compare("fid", "fid", _value(m, "fid"), "<=", FID_MAX)
 
 
-def _class_accuracy_gate(m: Mapping[str, float]) -> GateResult:
-    acc = _value(m, "class_accuracy")
-    if acc is None:
-        return GateResult("class_accuracy", False, "missing metric class_accuracy")
-    ok = acc >= MIN_CLASS_ACCURACY
-    return GateResult("class_accuracy", ok, f"class_accuracy = {_fmt(acc)} {'>=' if ok else '<'} {MIN_CLASS_ACCURACY}")
+def _recognised_gate(m: Mapping[str, float]) -> GateCheck:
+    return _compare("recognised", "recognised", _value(m, "recognised"), ">=", MIN_RECOGNISED)
 
 
-def _likelihood_gate(m: Mapping[str, float]) -> GateResult:
-    key = "ais_log_likelihood" if _value(m, "ais_log_likelihood") is not None else "pseudo_log_likelihood"
+def _precision_gate(m: Mapping[str, float]) -> GateCheck:
+    return _compare("precision", "precision", _value(m, "precision"), ">=", MIN_PRECISION)
+
+
+def _class_accuracy_gate(m: Mapping[str, float]) -> GateCheck:
+    return _compare("class_accuracy", "class_accuracy", _value(m, "class_accuracy"), ">=", MIN_CLASS_ACCURACY)
+
+
+def _likelihood_gate(m: Mapping[str, float]) -> GateCheck:
+    key = "ais_log_likelihood" if _value(m, "ais_log_likelihood") is not None else "test_pseudo_log_likelihood"
     ll, base = _value(m, key), _value(m, "baseline_bernoulli_log_likelihood")
     if ll is None:
-        return GateResult("likelihood", False, "missing metric ais_log_likelihood")
+        return GateCheck("likelihood", False, "missing metric ais_log_likelihood", "ais_log_likelihood", None, None, ">")
     if base is None or not math.isfinite(base):
-        return GateResult("likelihood", math.isfinite(ll), f"{key} = {_fmt(ll)} (no baseline recorded)")
-    ok = ll > base
-    return GateResult("likelihood", ok, f"{key} = {_fmt(ll)} {'>' if ok else '<='} independent-pixel "
-                      f"baseline {_fmt(base)}")
+        return GateCheck("likelihood", math.isfinite(ll), f"{key} = {_fmt(ll)} (no baseline recorded)", key, ll,
+                         None, ">")
+    return _compare("likelihood", key, ll, ">", base, "independent-pixel baseline")
 
 
 def gates_for(model_name: str) -> list[Gate]:
-    """The gates of registered model ``model_name``, from its class's capabilities, in the order checked."""
+    """The gates of registered model ``model_name``, from its class's capabilities, in the order checked.
+
+    Every family that samples is gated on what a person sees in its samples (the feature classifier
+    recognises them; precision), and models without a likelihood (GANs) also on the Frechet distance
+    relative to the real floor: for them it is the only global measure, while for likelihood models
+    it mostly measures blur, which their likelihood gate already judges.
+    """
     from genlib.models import get_model_class
 
     cls = get_model_class(model_name)
@@ -132,24 +155,47 @@ def gates_for(model_name: str) -> list[Gate]:
         keys.append("test_sq_err_per_image")
         gates.append(Gate("reconstruction", "reconstruction error well below the mean-image baseline",
                           _reconstruction_gate))
-    if cls.generates and cls.family in SAMPLE_QUALITY_FAMILIES:
-        keys.append("fid")
-        gates.append(Gate("fid", "FID within a bound relative to the real-data floor", _fid_gate))
+    if cls.generates:
+        keys += ["recognised", "precision"]
+        gates.append(Gate("recognised", "the feature classifier recognises the samples", _recognised_gate))
+        gates.append(Gate("precision", "samples lie on the real-data manifold", _precision_gate))
+        if cls.likelihood is None:
+            keys.append("fid")
+            gates.append(Gate("fid", "FID within a bound relative to the real-data floor", _fid_gate))
         if cls.conditional:
             keys.append("class_accuracy")
             gates.append(Gate("class_accuracy", "samples recognised as their class", _class_accuracy_gate))
-    if cls.family == "rbm":
+    if cls.likelihood == "energy":
         keys.append("ais_log_likelihood")
         gates.append(Gate("likelihood", "test log-likelihood above independent pixels", _likelihood_gate))
     return [_finite_gate(list(dict.fromkeys(keys))), *gates]
 
 
-def check_gates(model_name: str, metrics: Mapping[str, float]) -> list[GateResult]:
+def check_gates(model_name: str, metrics: Mapping[str, float]) -> list[GateCheck]:
     """Every gate's result for ``metrics`` (all gates are evaluated, so reports show each one)."""
     return [gate.check(metrics) for gate in gates_for(model_name)]
 
 
-def first_failure(results: list[GateResult]) -> GateResult | None:
+def gate_report(checks: list[GateCheck], forced: bool = False) -> dict[str, Any]:
+    """The gates as stored on a model version: ``{"status": "passed" | "failed" | "forced", "checks": [...]}``.
+
+    ``forced``: the version was promoted with ``--force`` despite a failed gate (status ``forced``;
+    the checks still say which failed).
+    """
+    failed = first_failure(checks) is not None
+    status = "forced" if forced and failed else "failed" if failed else "passed"
+    return {"status": status, "checks": [c.as_json() for c in checks]}
+
+
+def gates_sentence(checks: list[GateCheck]) -> str:
+    """One sentence naming the gates passed, or the first that failed with its numbers."""
+    failed = first_failure(checks)
+    if failed is not None:
+        return f"It failed the {failed.gate} gate ({failed.detail})."
+    return "It passed the gates " + "; ".join(c.detail for c in checks if c.gate != "finite") + "."
+
+
+def first_failure(results: list[GateCheck]) -> GateCheck | None:
     return next((r for r in results if not r.passed), None)
 
 
