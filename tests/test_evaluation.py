@@ -52,7 +52,7 @@ RECON_METRICS = {"test_mse", "test_sq_err_per_image", "test_bce"}
 DAE_METRICS = {"test_noisy_input_sq_err_per_image", "test_denoised_sq_err_per_image", "denoising_gain"}
 GEN_METRICS = {"fid", "precision", "recall", "inception_score", "fid_real_floor", "feature_classifier_test_accuracy"}
 VAE_METRICS = {"elbo", "iwae_nll", "iwae_k"}
-RBM_METRICS = {"pseudo_log_likelihood", "ais_log_z", "ais_log_likelihood"}
+RBM_METRICS = {"test_pseudo_log_likelihood", "ais_log_z", "ais_log_likelihood"}
 
 
 def tiny_profile(**extra):

@@ -10,7 +10,16 @@ import torch
 
 from genlib.errors import ConfigError, DataError, TrainingDivergedError
 from genlib.models import get_model, make_config
-from genlib.training import Callback, TrainConfig, evaluate, fit, load_checkpoint, resolve_device, train_model
+from genlib.training import (
+    Callback,
+    TrainConfig,
+    config_for_data,
+    evaluate,
+    fit,
+    load_checkpoint,
+    resolve_device,
+    train_model,
+)
 from genlib.training.loop import _Progress, lr_factor, num_batches
 
 
@@ -372,12 +381,13 @@ def test_fit_refuses_an_empty_split_before_training(which):
     assert rec.calls == []
 
 
-def test_train_model_refuses_an_empty_test_split_before_training():
+def test_train_model_refuses_an_empty_validation_split_before_training():
     data = tiny_data()
-    empty = dataclasses.replace(data, x_test=torch.zeros(0, *SHAPE), y_test=torch.zeros(0).long())
+    empty = dataclasses.replace(data, x_val=torch.zeros(0, *SHAPE), y_val=torch.zeros(0).long())
     rec = Recorder()
-    with pytest.raises(DataError, match="test split is empty"):
-        train_model("ae", empty, TINY["ae"], TrainConfig(epochs=1), device="cpu", callbacks=[rec])
+    with pytest.raises(DataError, match="val split is empty"):
+        train_model(config_for_data("ae", empty, TINY["ae"]), empty, TrainConfig(epochs=1), device="cpu",
+                    callbacks=[rec])
     assert rec.calls == []
 
 
@@ -388,13 +398,25 @@ def test_fit_refuses_data_of_another_shape():
         fit(tiny_model("ae"), wrong, TrainConfig(epochs=1), device="cpu")
 
 
-def test_train_model_builds_from_the_data_and_reports_test_metrics():
+def test_train_model_from_a_resolved_spec_is_seeded_and_reports_no_test_metrics():
+    from genlib.evaluation.model_eval import test_metrics
+    from genlib.spec import data_shape, resolve_spec
+
     data = tiny_data()
-    trained = train_model("ae", data, TINY["ae"], TrainConfig(epochs=1, batch_size=8), device="cpu", progress=False)
-    assert trained.model.config.image_shape == SHAPE and trained.model.config.num_classes == 3
-    assert {"test_loss", "test_recon", "test_mse", "test_sq_err_per_image"} <= set(trained.test_metrics)
-    again = train_model("ae", data, TINY["ae"], TrainConfig(epochs=1, batch_size=8), device="cpu", progress=False)
-    assert again.test_metrics == trained.test_metrics  # seeded: the initial weights too
+    spec = resolve_spec("quick", "ae", {"model": TINY["ae"], "train": {"epochs": 1, "batch_size": 8}}, data_shape(data))
+    assert spec.model.image_shape == SHAPE and spec.model.num_classes == 3
+    trained = train_model(spec.model, data, spec.train, device="cpu", progress=False)
+    assert not any(k.startswith("test_") for row in trained.fit.history for k in row)  # evaluation's job
+    metrics = test_metrics(trained.model, data, device="cpu")
+    assert {"test_loss", "test_recon", "test_mse", "test_sq_err_per_image"} <= set(metrics)
+    again = train_model(spec.model, data, spec.train, device="cpu", progress=False)
+    assert test_metrics(again.model, data, device="cpu") == metrics  # seeded: the initial weights too
+
+
+def test_train_model_refuses_a_config_for_another_image_shape():
+    data = tiny_data()
+    with pytest.raises(ConfigError, match="image_shape"):
+        train_model(make_config("ae", TINY["ae"]), data, TrainConfig(epochs=1), device="cpu")
 
 
 # --- devices ------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def train_generator(name: str, data: Any, x: Tensor, y: Tensor, profile: EvalPro
     Runs ``profile.generator_steps[name]`` optimisation steps (rounded up to whole epochs).
     """
     from genlib.models import get_model
-    from genlib.training import TrainConfig, build_config, fit
+    from genlib.training import TrainConfig, config_for_data, fit
 
     steps = profile.generator_steps.get(name, 500)
     bs = min(64, x.shape[0])
@@ -77,7 +77,7 @@ def train_generator(name: str, data: Any, x: Tensor, y: Tensor, profile: EvalPro
         x, y = torch.cat([x, x[:1]]), torch.cat([y, y[:1]])
     epochs = max(1, math.ceil(steps / math.ceil(x.shape[0] / bs)))
     sub = with_train(data, x, y, data.x_val[:VAL_IMAGES_FOR_GENERATORS], data.y_val[:VAL_IMAGES_FOR_GENERATORS])
-    config = build_config(name, sub, profile.generator_overrides.get(name, {}))
+    config = config_for_data(name, sub, profile.generator_overrides.get(name, {}))
     with seeded(seed, device):
         model = get_model(name, config)
     fit(model, sub, TrainConfig(epochs=epochs, batch_size=bs, seed=seed), device=device, progress=False)

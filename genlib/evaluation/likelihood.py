@@ -1,5 +1,5 @@
 """Test-set likelihoods: VAE ELBO and importance-weighted NLL (Burda et al. 2016); RBM pseudo-likelihood
-and AIS log-likelihood. All in nats per image."""
+and AIS log-likelihood with its reverse-annealing (RAISE) counterpart. All in nats per image."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import torch
 from torch import Tensor
 
 from genlib.evaluation._utils import cpu_generator, seeded
-from genlib.evaluation.ais import AISResult, ais_log_partition, base_rate_visible_bias, rbm_log_likelihood
+from genlib.evaluation.ais import (
+    AISResult,
+    ais_log_partition,
+    base_rate_visible_bias,
+    raise_log_likelihood,
+    rbm_log_likelihood,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +98,11 @@ def vae_likelihood_rows(
 
 def rbm_likelihood_rows(
     model: Any, x_train: Tensor, x: Tensor, *, n_chains: int, n_betas: int, pll_exact: bool, seed: int,
-    batch_size: int, device: torch.device,
+    batch_size: int, device: torch.device, raise_betas: int | None = None, raise_images: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float], AISResult]:
-    """Pseudo-log-likelihood and AIS log-likelihood of an RBM on test images x (N, C, H, W).
+    """Pseudo-log-likelihood and AIS log-likelihood of an RBM on test images x (N, C, H, W); with
+    ``raise_betas`` also the conservative reverse-annealing (RAISE) log-likelihood on the first
+    ``raise_images`` of them (all when None), on a schedule of ``raise_betas`` temperatures.
 
     An RBM trained on stochastic binarisations (``binarize``, the default) is scored on the test
     images binarised once with a fixed seed, as Salakhutdinov & Murray (2008) and the VAE rows do;
@@ -124,12 +132,25 @@ def rbm_likelihood_rows(
     n = x.shape[0]
     how = "exact (all bits)" if pll_exact else "one random bit per image x V (fixed seed)"
     rows = [
-        {"model": model.name, "quantity": "pseudo_log_likelihood", "value": pll_mean, "unit": "nats/image",
+        {"model": model.name, "quantity": "test_pseudo_log_likelihood", "value": pll_mean, "unit": "nats/image",
          "details": f"{how}; test {inputs}; {n} test images"},
         {"model": model.name, "quantity": "ais_log_z", "value": ais.log_z, "unit": "nats",
          "details": f"{n_chains} chains x {n_betas} betas; +-3 s.e. [{ais.log_z_low:.2f}, {ais.log_z_high:.2f}]"},
         {"model": model.name, "quantity": "ais_log_likelihood", "value": ll, "unit": "nats/image",
          "details": f"-F(v) - AIS log Z; test {inputs}; {n} test images"},
     ]
-    metrics = {"pseudo_log_likelihood": pll_mean, "ais_log_z": ais.log_z, "ais_log_likelihood": ll}
+    metrics = {"test_pseudo_log_likelihood": pll_mean, "ais_log_z": ais.log_z, "ais_log_likelihood": ll}
+    if raise_betas is not None:
+        x_r = x if raise_images is None else x[:raise_images]
+        v = (x_r.flatten(1) > 0.5).float()
+        est = raise_log_likelihood(model.weight, model.visible_bias, model.hidden_bias, v, n_betas=raise_betas,
+                                   base_visible_bias=base, seed=seed, batch_size=batch_size)
+        rll = float(est.mean())
+        # AIS on the same images, so the two bracket the same quantity.
+        ais_same = float(rbm_log_likelihood(model, x_r, ais.log_z, batch_size=batch_size).mean())
+        rows.append({"model": model.name, "quantity": "raise_log_likelihood", "value": rll, "unit": "nats/image",
+                     "details": f"reverse annealing, {raise_betas} betas, one chain per image; test {inputs}; "
+                                f"{x_r.shape[0]} test images (AIS on them: {ais_same:.2f})"})
+        metrics.update({"raise_log_likelihood": rll, "raise_images": float(x_r.shape[0]),
+                        "ais_log_likelihood_raise_images": ais_same})
     return rows, metrics, ais

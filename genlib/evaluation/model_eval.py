@@ -25,6 +25,33 @@ from genlib.evaluation.report import EvaluationReport
 logger = logging.getLogger(__name__)
 
 
+def loss_metrics(model: Any, x: torch.Tensor, y: torch.Tensor, *, device: torch.device, batch_size: int) -> dict[str, float]:
+    """``test_loss`` and every named loss term on (x (N, C, H, W), y (N,)), in float32 outside autocast:
+    the one definition of these test metrics (training only reports validation values)."""
+    from genlib.training import evaluate
+
+    return evaluate(model, x, y, device, batch_size, prefix="test", exact=True)
+
+
+def test_metrics(model: Any, data: Any, *, device: torch.device | str, batch_size: int = 1024) -> dict[str, float]:
+    """The cheap test metrics (loss terms and, for models that reconstruct, the reconstruction errors),
+    defined as in :func:`evaluate_model`, for a quick look after training (``genlib train``)."""
+    from genlib.training import resolve_device
+
+    device = resolve_device(device)
+    was_training = model.training
+    model.to(device).eval()
+    metrics = loss_metrics(model, data.x_test, data.y_test, device=device, batch_size=batch_size)
+    if model.reconstructs:
+        with torch.no_grad():
+            recon = reconstruct_all(lambda xb, yb: model.reconstruct(xb, yb), data.x_test, data.y_test,
+                                    device=device, batch_size=batch_size)
+        row, _ = reconstruction_tables(model.name, recon, data.x_test, data.y_test)
+        metrics.update({k: float(row[k]) for k in ("test_mse", "test_sq_err_per_image", "test_bce")})
+    model.train(was_training)
+    return metrics
+
+
 def evaluate_model(
     model: Any,
     data: Any,
@@ -38,8 +65,9 @@ def evaluate_model(
     What is measured follows the model's class attributes, never its name:
     ``reconstructs`` -> reconstruction errors (+ per class, + figure); a config with ``noise``
     (the ``dae``) -> denoising gain; ``generates`` -> FID / precision / recall / Inception Score
-    (+ class accuracy when ``conditional``) beside the real train-vs-test floor; family ``vae``
-    -> ELBO and IWAE NLL; family ``rbm`` -> pseudo-likelihood and AIS log-likelihood.
+    (+ class accuracy when ``conditional``) beside the real train-vs-test floor; ``likelihood``
+    "variational" -> ELBO and IWAE NLL; "energy" -> pseudo-likelihood and AIS log-likelihood.
+    Every model: ``test_loss`` and its loss terms (float32, outside autocast).
 
     Args:
         model: a GenerativeModel; moved to ``device`` and put in eval mode (its mode is restored after).
@@ -60,6 +88,7 @@ def evaluate_model(
     x_test, y_test = data.x_test, data.y_test
     bs, seed = profile.eval_batch_size, profile.seed
     t0 = time.perf_counter()
+    metrics.update(loss_metrics(model, x_test, y_test, device=device, batch_size=bs))
 
     def recon_fn(xb, yb):
         return model.reconstruct(xb, yb)

@@ -61,11 +61,11 @@ def probe_accuracy(
 
 def train_suite_model(name: str, data: Any, latent: int, profile: EvalProfile, device: torch.device, seed: int = 0):
     """Train the suite's ``ae`` or ``vae`` with the profile's hidden sizes and epochs on the full train split."""
-    from genlib.training import TrainConfig, train_model
+    from genlib.training import TrainConfig, config_for_data, train_model
 
-    overrides = {"hidden_dims": tuple(profile.suite_hidden_dims), "latent_dim": int(latent)}
+    config = config_for_data(name, data, {"hidden_dims": tuple(profile.suite_hidden_dims), "latent_dim": int(latent)})
     cfg = TrainConfig(epochs=profile.suite_epochs, batch_size=profile.suite_batch_size, seed=seed)
-    return train_model(name, data, overrides, cfg, device=device, progress=False).model.eval()
+    return train_model(config, data, cfg, device=device, progress=False).model.eval()
 
 
 def latent_scatter_figure(codes: dict[str, tuple[np.ndarray, np.ndarray]], max_points: int = 3000) -> Figure:

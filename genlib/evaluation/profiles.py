@@ -78,6 +78,12 @@ class EvalProfile(BaseModel):
             raise ValueError("every entry must be positive")
         return tuple(v)
 
+    @field_validator("generator_overrides")
+    @classmethod
+    def _tuples(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # JSON gives lists where the presets wrote tuples; one form keeps a round trip equal.
+        return {g: {k: tuple(x) if isinstance(x, list) else x for k, x in o.items()} for g, o in v.items()}
+
     def __hash__(self) -> int:
         # The dict-valued fields make pydantic's field-tuple hash fail; the JSON form is canonical.
         return hash(self.model_dump_json())

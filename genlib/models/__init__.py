@@ -18,11 +18,16 @@ from genlib.models.registry import (
     get_model_class,
     list_models,
     make_config,
+    model_config_union,
     register_model,
 )
 
+# Built after every family module registered itself (the imports above).
+AnyModelConfig = model_config_union()
+
 __all__ = [
     "AEOutput",
+    "AnyModelConfig",
     "GANOutput",
     "GenerativeModel",
     "LossOutput",
@@ -36,5 +41,6 @@ __all__ = [
     "get_model_class",
     "list_models",
     "make_config",
+    "model_config_union",
     "register_model",
 ]

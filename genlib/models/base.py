@@ -42,13 +42,14 @@ class ModelConfig(BaseModel):
 class LossOutput:
     """Base of the typed loss outputs. ``loss`` is the scalar optimised (or monitored).
 
-    Subclasses add named terms; ``terms()`` gives them all as floats for logging.
+    Subclasses add named terms; ``terms()`` gives them all by name (0-d tensors, not yet synced to
+    the host, so a loop can sum them on the device).
     """
 
     loss: Tensor
 
-    def terms(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def terms(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass
@@ -189,7 +190,7 @@ class GenerativeModel(nn.Module):
 
 
 def detach_output(out: LossOutput) -> LossOutput:
-    return dataclasses.replace(out, **{f.name: getattr(out, f.name).detach() for f in dataclasses.fields(out)})
+    return dataclasses.replace(out, **{k: v.detach() for k, v in out.terms().items()})
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:

@@ -45,6 +45,20 @@ def get_model_class(name: str) -> type:
         raise UnknownNameError(f"unknown model {name!r}; valid names: {', '.join(list_models())}") from None
 
 
+def model_config_union() -> Any:
+    """Every registered config class as one pydantic discriminated union on ``model_name``.
+
+    A field typed with it validates a dict (``{"model_name": "vae", ...}``) into the right config class,
+    and renders as a form per model in Prefect's UI.
+    """
+    from typing import Annotated, Union
+
+    from pydantic import Field
+
+    classes = tuple(_MODELS[name].config_class for name in list_models())
+    return Annotated[Union[classes], Field(discriminator="model_name")]  # type: ignore[valid-type]
+
+
 def get_config_class(name: str) -> type:
     return get_model_class(name).config_class
 

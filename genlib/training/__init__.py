@@ -1,6 +1,6 @@
 """Training: one ``fit()`` for every family, checkpoints and callbacks."""
 
-from genlib.training.api import TrainedModel, build_config, train_model
+from genlib.training.api import TrainedModel, config_for_data, train_model
 from genlib.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from genlib.training.loop import (
     Callback,
@@ -18,7 +18,7 @@ __all__ = [
     "FitResult",
     "TrainConfig",
     "TrainedModel",
-    "build_config",
+    "config_for_data",
     "train_model",
     "evaluate",
     "fit",

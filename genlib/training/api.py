@@ -1,4 +1,8 @@
-"""High-level training entry used by the CLI and the flows: name + data + overrides -> trained model and metrics."""
+"""High-level training entry: a typed model config + data + TrainConfig -> a fitted model.
+
+The CLI, the flows and the benchmarks get the config from :func:`genlib.spec.resolve_spec`
+(``train_model(spec.model, data, spec.train)``); test metrics are genlib.evaluation's job.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +14,31 @@ from typing import Any
 
 import torch
 
-from genlib.models import GenerativeModel, get_model, make_config
-from genlib.training.loop import Callback, FitResult, TrainConfig, evaluate, fit, require_examples, resolve_device
+from genlib.errors import ConfigError
+from genlib.models import GenerativeModel, ModelConfig, get_model, make_config
+from genlib.training.loop import Callback, FitResult, TrainConfig, fit, require_examples, resolve_device
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class TrainedModel:
-    """A fitted model with its fit result and test metrics (``test_loss``, ``test_mse``, ...)."""
+    """A fitted model with its fit result (history, epochs, timings)."""
 
     model: GenerativeModel
     fit: FitResult
-    test_metrics: dict[str, float]
 
 
-def build_config(name: str, data: Any, overrides: Mapping[str, Any] | None = None):
-    """Validated config for ``name`` whose image shape and class count come from the data."""
-    values = dict(overrides or {})
-    values.setdefault("image_shape", tuple(data.x_train.shape[1:]))
-    values.setdefault("num_classes", max(int(data.num_classes), 2))
-    return make_config(name, values)
+def config_for_data(name: str, data: Any, values: Mapping[str, Any] | None = None) -> ModelConfig:
+    """Config of model ``name`` from ``values`` with the data's image shape and class count (for the
+    helper models evaluation trains internally; user settings go through genlib.spec.resolve_spec)."""
+    shape = {"image_shape": tuple(data.x_train.shape[1:]), "num_classes": max(int(data.num_classes), 2)}
+    return make_config(name, {**(values or {}), **shape})
 
 
 def train_model(
-    name: str,
+    config: ModelConfig,
     data: Any,
-    model_overrides: Mapping[str, Any] | None = None,
     train_config: TrainConfig | None = None,
     *,
     device: str | torch.device = "auto",
@@ -45,22 +47,15 @@ def train_model(
     resume_from: str | Path | None = None,
     progress: bool | None = None,
 ) -> TrainedModel:
-    """Build model ``name`` for ``data``, fit it, and measure it on the test split."""
+    """Build the model of ``config`` (seeded by ``train_config.seed``) and fit it on ``data``."""
     device = resolve_device(device)
-    require_examples(data, ("train", "val", "test"))  # before training, not after it
-    config = build_config(name, data, model_overrides)
+    require_examples(data, ("train", "val"))  # before training, not after it
+    if tuple(config.image_shape) != tuple(data.x_train.shape[1:]):
+        raise ConfigError(f"image_shape {tuple(config.image_shape)} of the {config.model_name} config does not "
+                          f"match the data's {tuple(data.x_train.shape[1:])}")
     train_config = train_config or TrainConfig()
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed too
-    model = get_model(name, config)
-    result = fit(
-        model,
-        data,
-        train_config,
-        device=device,
-        callbacks=callbacks,
-        checkpoint_dir=checkpoint_dir,
-        resume_from=resume_from,
-        progress=progress,
-    )
-    test_metrics = evaluate(result.model, data.x_test, data.y_test, device, train_config.eval_batch_size, prefix="test")
-    return TrainedModel(model=result.model, fit=result, test_metrics=test_metrics)
+    model = get_model(config.model_name, config)
+    result = fit(model, data, train_config, device=device, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+                 resume_from=resume_from, progress=progress)
+    return TrainedModel(model=result.model, fit=result)

@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,12 @@ class Callback:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: GenerativeModel) -> None: ...
 
     def on_fit_end(self, result: FitResult) -> None: ...
+
+    # A multi-stage training (e.g. greedy RBM pre-training, genlib.training.pretrain) wraps each
+    # stage's own fit() in these, so trackers can log every stage as a run of its own.
+    def on_stage_begin(self, name: str) -> None: ...
+
+    def on_stage_end(self, name: str, result: FitResult | None) -> None: ...
 
 
 @dataclasses.dataclass
@@ -167,7 +174,7 @@ def train_one_epoch(
         yb = y[idx].to(device, non_blocking=True)
         out = model.training_step(xb, yb, optimizers, autocast)
         # Accumulate on the device: one host sync per epoch instead of one per batch.
-        _sum_terms(sums, {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}, xb.shape[0])
+        _sum_terms(sums, out.terms(), xb.shape[0])
         if progress is not None:
             progress.update(b + 1)
     return {k: float(v) / n for k, v in sums.items()}
@@ -175,30 +182,35 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: GenerativeModel, x: Tensor, y: Tensor, device: torch.device, batch_size: int = 1024, prefix: str = "val"
+    model: GenerativeModel, x: Tensor, y: Tensor, device: torch.device, batch_size: int = 1024, prefix: str = "val",
+    *, exact: bool = False,
 ) -> dict[str, float]:
-    """Mean loss terms on (x, y), plus reconstruction errors for models that reconstruct.
+    """Mean loss terms on (x, y), plus, during training, reconstruction errors and the family's monitors.
 
-    Returns ``{prefix}_loss``, ``{prefix}_<term>``, and where the model reconstructs
-    ``{prefix}_mse`` (per pixel) and ``{prefix}_sq_err_per_image`` (summed over pixels, as in
-    Hinton & Salakhutdinov 2006), both on the [0, 1] scale.
+    Returns ``{prefix}_loss`` and ``{prefix}_<term>``; unless ``exact``, also the family's extra
+    metrics and, where the model reconstructs, ``{prefix}_mse`` (per pixel) and
+    ``{prefix}_sq_err_per_image`` (summed over pixels), on the [0, 1] scale, under the device's
+    autocast. ``exact``: loss terms only, in float32 outside autocast, as genlib.evaluation reports
+    test metrics (it computes the reconstruction errors itself, in float64).
     """
     model.eval()
     sums: dict[str, Tensor] = {}
     sq_err = torch.zeros((), device=device)
     n = x.shape[0]
-    autocast = autocast_context(device)
+    autocast = nullcontext() if exact else autocast_context(device)
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size].to(device, non_blocking=True)
         yb = y[start : start + batch_size].to(device, non_blocking=True)
         with autocast:
             out = model.evaluation_loss(xb, yb)
-            _sum_terms(sums, {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}, xb.shape[0])
+            _sum_terms(sums, out.terms(), xb.shape[0])
+            if exact:
+                continue
             _sum_terms(sums, model.extra_metrics(xb, yb), xb.shape[0])
             if model.reconstructs:
                 sq_err += (model.reconstruct(xb, yb).float() - xb.float()).pow(2).sum()
     metrics = {f"{prefix}_{k}": float(v) / n for k, v in sums.items()}
-    if model.reconstructs:
+    if model.reconstructs and not exact:
         pixels = x[0].numel()
         metrics[f"{prefix}_sq_err_per_image"] = float(sq_err) / n
         metrics[f"{prefix}_mse"] = float(sq_err) / (n * pixels)
@@ -285,6 +297,9 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs + 1):
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
         _set_learning_rates(optimizers, cfg, epoch)
+        begin_epoch = getattr(model, "begin_epoch", None)  # per-epoch schedules a model owns (the RBM's)
+        if begin_epoch is not None:
+            begin_epoch(epoch, cfg.epochs, optimizers)
         shuffle = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
         bar = _Progress(num_batches(x_train.shape[0], cfg.batch_size), f"epoch {epoch}/{cfg.epochs}", progress)
         train_terms = train_one_epoch(model, x_train, y_train, optimizers, cfg.batch_size, shuffle, device, bar)

@@ -1,0 +1,128 @@
+"""Named profiles as typed presets: per family a model config and a TrainConfig, plus one evaluation
+profile. ``quick`` is the default ``make run`` on a 10,000-image MNIST subset on 2 CPU cores; ``full`` is
+paper scale (meant for a GPU worker). Benchmarks register further profiles with :func:`register_profile`.
+
+Only :func:`genlib.spec.resolve_spec` merges user overrides into these presets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from genlib.errors import UnknownNameError
+from genlib.evaluation.profiles import PROFILES as EVAL_PROFILES
+from genlib.evaluation.profiles import EvalProfile
+from genlib.models import AnyModelConfig, make_config
+from genlib.training.loop import TrainConfig
+
+
+class FamilyPreset(BaseModel):
+    """One family's settings in one profile: the model config (image shape and classes are replaced by the
+    data's when a spec is resolved) and how to train it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model: AnyModelConfig  # type: ignore[valid-type]
+    train: TrainConfig
+
+
+class Profile(BaseModel):
+    """A named set of presets: one per family, and the evaluation settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    families: dict[str, FamilyPreset]
+    evaluation: EvalProfile
+    description: str = ""
+
+    def preset(self, family: str) -> FamilyPreset:
+        try:
+            return self.families[family]
+        except KeyError:
+            raise UnknownNameError(f"profile {self.name!r} has no settings for {family!r}; "
+                                   f"valid: {', '.join(sorted(self.families))}") from None
+
+
+def preset(family: str, model: dict[str, Any], **train: Any) -> FamilyPreset:
+    """A FamilyPreset from plain values (validated here, at import)."""
+    return FamilyPreset(model=make_config(family, model), train=TrainConfig(**train))
+
+
+_PROFILES: dict[str, Profile] = {}
+
+
+def register_profile(profile: Profile) -> Profile:
+    """Add a named profile; refuses a name already taken."""
+    if profile.name in _PROFILES:
+        raise ValueError(f"profile {profile.name!r} is already registered")
+    _PROFILES[profile.name] = profile
+    return profile
+
+
+def profile_names() -> list[str]:
+    return sorted(_PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return _PROFILES[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown profile {name!r}; valid profiles: {', '.join(profile_names())}") from None
+
+
+_MLP = (256, 128)
+_GAN = {"latent_dim": 64, "generator_features": 32, "discriminator_features": 32}
+
+register_profile(Profile(
+    name="quick",
+    description="make run: minutes on 2 CPU cores",
+    evaluation=EVAL_PROFILES["quick"],
+    families={
+        "ae": preset("ae", {"hidden_dims": _MLP, "latent_dim": 32}, epochs=30, batch_size=64),
+        "conv-ae": preset("conv-ae", {"channels": (16, 32), "latent_dim": 32}, epochs=15, batch_size=64),
+        "dae": preset("dae", {"hidden_dims": _MLP, "latent_dim": 32, "noise": "masking", "noise_level": 0.3},
+                      epochs=30, batch_size=64),
+        "vae": preset("vae", {"hidden_dims": _MLP, "latent_dim": 16}, epochs=40, batch_size=64),
+        "cvae": preset("cvae", {"hidden_dims": _MLP, "latent_dim": 16}, epochs=40, batch_size=64),
+        "gan": preset("gan", _GAN, epochs=20, batch_size=64),
+        "cgan": preset("cgan", _GAN, epochs=20, batch_size=64),
+        "rbm": preset("rbm", {"hidden_units": 128, "cd_k": 1, "lr": 0.05, "sample_steps": 300}, epochs=30,
+                      batch_size=32),
+    },
+))
+
+register_profile(Profile(
+    name="full",
+    description="paper scale on the 50,000 MNIST training images; meant for a GPU worker",
+    evaluation=EVAL_PROFILES["full"],
+    families={
+        # Hinton & Salakhutdinov (2006): 784-1000-500-250-30.
+        "ae": preset("ae", {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "recon_loss": "bce"},
+                     epochs=200, batch_size=128, patience=20, lr_schedule="cosine"),
+        "conv-ae": preset("conv-ae", {"channels": (32, 64), "latent_dim": 30},
+                          epochs=100, batch_size=128, patience=15, lr_schedule="cosine"),
+        "dae": preset("dae", {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "noise": "masking",
+                              "noise_level": 0.25},
+                      epochs=200, batch_size=128, patience=20, lr_schedule="cosine"),
+        # IWAE paper's one-stochastic-layer VAE: 784-200-200-50, tanh, dynamically binarised inputs.
+        "vae": preset("vae", {"hidden_dims": (200, 200), "latent_dim": 50, "activation": "tanh", "binarize": True},
+                      epochs=500, batch_size=100, patience=50, lr_schedule="cosine"),
+        "cvae": preset("cvae", {"hidden_dims": (500, 500), "latent_dim": 50, "activation": "relu", "binarize": True},
+                       epochs=200, batch_size=100, patience=30, lr_schedule="cosine"),
+        # DCGAN at its usual settings: Adam 2e-4, beta1 0.5, batch 128, 64 base features.
+        "gan": preset("gan", {"latent_dim": 100, "generator_features": 64, "discriminator_features": 64},
+                      epochs=30, batch_size=128),
+        "cgan": preset("cgan", {"latent_dim": 100, "generator_features": 64, "discriminator_features": 64},
+                       epochs=30, batch_size=128),
+        # Salakhutdinov & Murray (2008): 500 hidden units, CD-25 for their best model.
+        "rbm": preset("rbm", {"hidden_units": 500, "cd_k": 25, "lr": 0.05, "momentum": 0.9, "weight_decay": 2e-4},
+                      epochs=100, batch_size=100),
+    },
+))
+
+# The profiles the flows and the CLI offer (a Literal, so Prefect's form shows a choice). Benchmarks may
+# register more; those are reachable through genlib.spec.resolve_spec, not the deployment form.
+ProfileName = Literal["quick", "full"]
