@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: timing with device syncs, medians, environment records, markdown tables."""
+"""Shared benchmark helpers: timing with device syncs, medians, environment records, the docs/benchmarks.md sections."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -136,12 +137,17 @@ def fmt_num(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}g}" if abs(v) < 1e-2 else f"{v:,.{digits}f}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table; cells are str()-ed, pipes escaped."""
+def update_benchmarks_doc(path: Path, section: str, begin: str, end: str) -> None:
+    """Replace the text between the markers ``begin`` and ``end`` (or append ``section``) in docs/benchmarks.md.
 
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    Each benchmark owns one marked section, so a run rewrites its own numbers and keeps the others'.
+    """
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

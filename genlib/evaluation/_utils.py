@@ -1,4 +1,7 @@
-"""Small helpers shared by the evaluation modules: scoped seeding, batching, formatting, image figures."""
+"""Small helpers shared by the evaluation modules: scoped seeding, batching, mean/std formatting, image figures.
+
+Tables are rendered by the project's one renderer, ``genlib.tables.format_table``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
-
-
 
 # Model name of the real train-vs-test reference row of the "generative_quality" table.
 REAL_FLOOR_NAME = "real (train vs test)"
@@ -67,30 +67,6 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     if math.isnan(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} +- {std:.{digits}f}"
-
-
-def format_cell(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return ""
-        if v == int(v) and abs(v) < 1e6:
-            return str(int(v))
-        if 1000 <= abs(v) < 1e7:
-            return f"{v:.1f}"
-        return f"{v:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of ``df`` (index included when it is not a plain RangeIndex)."""
-    if not isinstance(df.index, pd.RangeIndex):
-        df = df.reset_index()
-    header = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(format_cell(v) for v in row) + " |")
-    return "\n".join(lines)
 
 
 def image_row(images: Tensor, pad: int = 2) -> np.ndarray:

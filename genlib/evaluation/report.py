@@ -8,7 +8,8 @@ import logging
 import pandas as pd
 from matplotlib.figure import Figure
 
-from genlib.evaluation._utils import REAL_FLOOR_NAME, format_cell, markdown_table
+from genlib.evaluation._utils import REAL_FLOOR_NAME
+from genlib.tables import format_table
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,10 @@ class EvaluationReport:
         parts = [f"# {title}"]
         names = [n for n in TABLE_ORDER if n in self.tables] + [n for n in self.tables if n not in TABLE_ORDER]
         for name in names:
-            parts.append(f"## {name}\n\n{markdown_table(self.tables[name])}")
+            parts.append(f"## {name}\n\n{format_table(self.tables[name], style='markdown')}")
         if self.metrics:
-            rows = "\n".join(f"| {k} | {format_cell(float(v))} |" for k, v in sorted(self.metrics.items()))
-            parts.append(f"## metrics\n\n| metric | value |\n| --- | --- |\n{rows}")
+            rows = [{"metric": k, "value": float(v)} for k, v in sorted(self.metrics.items())]
+            parts.append(f"## metrics\n\n{format_table(rows, style='markdown')}")
         if self.figures:
             parts.append("## figures\n\n" + "\n".join(f"- {n}" for n in sorted(self.figures)))
         return "\n\n".join(parts) + "\n"
