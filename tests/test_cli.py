@@ -245,7 +245,7 @@ BAD_TRAIN = {
     "lr-negative-rbm": (["train", "rbm", "--dataset", "digits", "--lr=-0.5"], ["lr"]),
     "noise-level": (["train", "dae", "--dataset", "digits", "--set", "noise_level=1.5"], ["noise_level"]),
     "unknown-field": (["train", "ae", "--dataset", "digits", "--set", "hiden_dims=[3]"], ["hiden_dims"]),
-    "bad-set-syntax": (["train", "ae", "--dataset", "digits", "--set", "latent_dim"], ["latent_dim", "key=value"]),
+    "bad-set-syntax": (["train", "ae", "--dataset", "digits", "--set", "latent_dim"], ["latent_dim", "FIELD=VALUE"]),
     "epochs-0": (["train", "ae", "--dataset", "digits", "--epochs", "0"], ["epochs"]),
     "batch-size-0": (["train", "ae", "--dataset", "digits", "--batch-size", "0"], ["batch_size"]),
     "gan-batch-size-1": (["train", "gan", "--dataset", "digits", "--batch-size", "1", "--latent-dim", "2",

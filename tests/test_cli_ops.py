@@ -66,10 +66,10 @@ def test_report_reads_tables_back_from_the_evaluation_run(capsys, tracking):
     import mlflow
 
     from genlib.tracking import ensure_experiment
-    from genlib.tracking.runs import KIND_TAG
+    from genlib.tracking import tags as T
 
     experiment_id = ensure_experiment("report-test")
-    with mlflow.start_run(experiment_id=experiment_id, tags={KIND_TAG: "report"}) as run:
+    with mlflow.start_run(experiment_id=experiment_id, tags={T.KIND: "report"}) as run:
         mlflow.MlflowClient().log_table(run.info.run_id, pd.DataFrame({"model": ["vae"], "fid": [3.5]}),
                                         "tables/generative_quality.json")
     code, out, _ = run_cli(capsys, "report", "--json")

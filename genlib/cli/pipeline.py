@@ -1,0 +1,107 @@
+"""``genlib pipeline``: the Prefect pipeline run in-process (training maybe on deployment workers), then its summary.
+
+prefect, mlflow and the flows are imported inside the command, after the options are validated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Optional
+
+import typer
+
+from genlib.cli.common import json_safe, validated
+from genlib.errors import ConfigError, GenlibError
+
+
+def _console_logging() -> None:
+    """Prefect's run names in the console lines, and none of MLflow's per-model INFO chatter."""
+    import logging
+
+    from prefect.logging.formatters import PrefectFormatter
+
+    fmt = PrefectFormatter(
+        format="%(asctime)s | %(levelname)-7s | %(name)s - %(message)s",
+        flow_run_fmt="%(asctime)s | %(levelname)-7s | Flow run %(flow_run_name)r - %(message)s",
+        task_run_fmt="%(asctime)s | %(levelname)-7s | Task run %(task_run_name)r - %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for handler in logging.getLogger().handlers:  # the CLI's handler: Prefect leaves the root logger to it
+        handler.setFormatter(fmt)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow warns once per logged model that pip is not installed in a uv environment.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+
+def pipeline_command(
+    dataset: str = typer.Option("digits", "--dataset", help="data set name or path"),
+    models: Optional[str] = typer.Option(None, "--models", help="comma-separated families (default: all)"),
+    profile: str = typer.Option("quick", "--profile", help="quick or full"),
+    eval_profile: Optional[str] = typer.Option(None, "--eval-profile", help="default: --profile"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    dispatch: str = typer.Option("auto", "--dispatch", help="auto, local or deployment (train on GPU workers)"),
+    suite: bool = typer.Option(True, "--suite/--no-suite", help="run the suite-level evaluation"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="train every family this many epochs instead of the "
+                                         "profile's (e.g. a CPU trial run of --profile full)"),
+    n_train: Optional[int] = typer.Option(None, "--n-train", min=1,
+                                          help="train on a seeded subset of this many training images (default: all)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
+) -> None:
+    """Prepare data, then train, evaluate and register each family, then the suite; print a summary."""
+    from genlib.ops.prefect_server import prefect_defaults, start_prefect_in_background
+
+    t_start = time.perf_counter()
+    prefect_defaults()
+    from genlib.models import list_models
+
+    family_list = [m.strip() for m in models.split(",") if m.strip()] if models else list_models()
+    # Validate everything before starting anything (flows validate again: a deployment run has no CLI).
+    from flows.params import DataParams, PipelineParams
+
+    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train), models=family_list, profile=profile,
+                       eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
+                       train_overrides={} if epochs is None else {"epochs": epochs})
+    from genlib.training import resolve_device
+
+    if resolve_device(device).type == "cpu" and params.profile == "full" and params.dispatch != "deployment":
+        typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
+                   "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
+                   err=True)  # "cuda" on a machine without one is a one-line error now, not after the data prep
+    if params.dispatch == "deployment":
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError("--dispatch deployment needs a Prefect server with the train deployment: "
+                              "set PREFECT_API_URL (see docs/deploy.md)")
+    from genlib.tracking import configure_tracking, store_identity
+
+    target = configure_tracking()  # unreachable server: one line naming the URI, nothing started
+    server = start_prefect_in_background()
+    _console_logging()
+    from flows.common import load_data
+    from flows.pipeline import PipelineFailedError, pipeline
+
+    from genlib.cli.summary import pipeline_summary
+
+    store_identity()  # opens (and on first use creates) the tracking store while the server starts
+    load_data(params.data)  # and fills the per-process data memo
+    if server is not None:
+        server.join()
+        if server.error is not None:
+            raise GenlibError(f"could not start Prefect's temporary server: {server.error}")
+    t_ready = time.perf_counter()
+    failure: str | None = None
+    try:
+        result = pipeline(params)
+    except PipelineFailedError as err:
+        if err.result is None:
+            raise
+        result, failure = err.result, str(err)
+    total = time.perf_counter() - t_start
+    if as_json:
+        typer.echo(json.dumps({**json_safe(result.model_dump(mode="json")), "wall_seconds": total}, indent=2))
+    else:
+        typer.echo(pipeline_summary(result, total, t_ready - t_start, target))
+    if failure:
+        raise GenlibError(failure)

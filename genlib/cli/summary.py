@@ -1,0 +1,69 @@
+"""Text the operations commands print: the pipeline's summary and the registry listing, as tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from genlib.tables import format_table, format_value
+
+SUMMARY_COLUMNS = ["family", "version", "aliases", "primary", "sq_err/img", "fid", "class_acc", "gates", "trained"]
+REGISTRY_COLUMNS = ["name", "version", "aliases", "primary", "sq_err/img", "fid", "class_acc", "gates", "digest"]
+
+
+def key_metrics(family: str, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """The columns every table shows for a model: its family's primary metric and three shared ones."""
+    from genlib.models import get_model_class
+
+    cls = get_model_class(family)
+    return {"primary": f"{cls.primary_metric}={format_value(metrics.get(cls.primary_metric))}",
+            "sq_err/img": metrics.get("test_sq_err_per_image"), "fid": metrics.get("fid"),
+            "class_acc": metrics.get("class_accuracy")}
+
+
+def pipeline_summary(result: Any, total: float, startup: float, target: Any) -> str:
+    """The summary ``genlib pipeline`` prints: data set, one row per family, where the time went, dashboards."""
+    rows = []
+    for s in result.families:
+        metrics = {**(s.train.metrics if s.train else {}), **(s.evaluation.metrics if s.evaluation else {})}
+        reg = s.registration
+        row = {"family": s.family, **key_metrics(s.family, metrics),
+               "version": reg.version if reg else None, "aliases": ",".join(reg.aliases) if reg else None,
+               "gates": (f"failed: {reg.failed_gate}" if reg.failed_gate else "passed") if reg else None,
+               "trained": ("cached" if s.train.cached else f"{s.train.train_seconds:.1f}s") if s.train else None}
+        if s.error:
+            row["gates"] = f"error: {s.error}"[:70]
+        rows.append(row)
+    lines = ["", f"data set {result.dataset.name} (digest {result.dataset.digest[:12]}, "
+                 f"train/val/test {'/'.join(str(n) for n in result.dataset.sizes.values())})",
+             format_table(rows, SUMMARY_COLUMNS)]
+    if result.report_run_id:
+        lines.append(f"evaluation report: MLflow run {result.report_run_id} (print it with `genlib report`)")
+    sec = result.seconds
+    compute = sec.get("train", 0.0) + sec.get("evaluate", 0.0) + sec.get("suite", 0.0)
+    tracking = sec.get("tracking", 0.0)
+    orchestration = sec.get("total", 0.0) - compute - tracking
+    lines.append(f"time {total:.1f}s = compute {compute:.1f}s (train {sec.get('train', 0):.1f}, evaluate "
+                 f"{sec.get('evaluate', 0):.1f}, suite {sec.get('suite', 0):.1f}) + MLflow logging {tracking:.1f}s + "
+                 f"Prefect runs, data checks, model loading {orchestration:.1f}s + start-up {startup:.1f}s "
+                 f"(imports, tracking store, data, Prefect server) + {total - startup - sec.get('total', 0):.1f}s other")
+    lines.append("dashboards:")
+    lines.append("  genlib ui                      # MLflow UI and Prefect UI on 127.0.0.1, URLs printed")
+    if target.local:
+        lines.append(f"  mlflow ui --backend-store-uri {target.uri} --host 127.0.0.1 --port 5000")
+    else:
+        lines.append(f"  MLflow: {target.uri}")
+    lines.append("  prefect server start --host 127.0.0.1   # then http://127.0.0.1:4200")
+    return "\n".join(lines)
+
+
+def registry_table(models: list[dict[str, Any]]) -> str:
+    """``genlib registry list``: one row per registered version, newest first within each model."""
+    rows = []
+    for m in models:
+        for v in m["versions"]:
+            family = m["model"] or ""
+            keys = key_metrics(family, v["metrics"]) if family else {}
+            rows.append({"name": m["name"], "version": v["version"], "aliases": ",".join(v["aliases"]),
+                         **keys, "gates": v["gates"], "digest": (v["dataset_digest"] or "")[:12]})
+    return format_table(rows, REGISTRY_COLUMNS)

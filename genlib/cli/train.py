@@ -1,0 +1,125 @@
+"""``genlib train`` and ``genlib sample``: one model trained into a folder, and images drawn from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from genlib.cli.common import parse_labels
+from genlib.errors import ConfigError
+
+
+def train_command(
+    model: str = typer.Argument(..., help="registered model name (see `genlib models`)"),
+    dataset: str = typer.Option("digits", "--dataset", help="data set name or path"),
+    out: Path = typer.Option(..., "--out", help="output folder for model.pt, metrics.json and PNG grids"),
+    profile: str = typer.Option("quick", "--profile", help="default hyper-parameters: quick or full"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="default: the profile's"),
+    latent_dim: Optional[int] = typer.Option(None, "--latent-dim"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: the profile's"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="early stopping on validation loss"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder with torchvision-layout data"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="FIELD=VALUE for any model., train. or evaluation. field, e.g. hidden_dims=[64] or train.lr_schedule=cosine (repeatable)"),
+) -> None:
+    """Train MODEL and write OUT/model.pt, OUT/metrics.json and reconstruction/sample grids."""
+    from genlib.data import load_dataset
+    from genlib.evaluation.model_eval import test_metrics
+    from genlib.spec import data_shape, parse_set, resolve_spec
+    from genlib.training import resolve_device, save_checkpoint, train_model
+
+    overrides = parse_set(set_, family=model, values={
+        "epochs": epochs, "latent_dim": latent_dim, "batch_size": batch_size, "lr": lr, "patience": patience,
+        "train.seed": seed})
+    resolve_spec(profile, model, overrides)  # every value checked before the data is loaded
+    torch_device = resolve_device(device)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    data = load_dataset(dataset, root=data_root, seed=seed)
+    spec = resolve_spec(profile, model, overrides, data_shape=data_shape(data))
+
+    result = train_model(spec.model, data, spec.train, device=torch_device)
+    metrics = {**test_metrics(result.model, data, device=torch_device, batch_size=spec.train.eval_batch_size),
+               **_final_train_metrics(result.fit.history)}
+    metrics.update(epochs_run=result.fit.epochs_run, train_seconds=round(result.fit.seconds, 3))
+    # Write into a temporary folder and move into place, so a failure leaves nothing half-written.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".genlib-train-", dir=out.parent))
+    try:
+        save_checkpoint(staging / "model.pt", result.model, epoch=result.fit.epochs_run,
+                        extra={"dataset": data.name, "dataset_digest": data.digest})
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (staging / "history.json").write_text(json.dumps(result.fit.history, indent=2))
+        _write_grids(result.model, data, staging, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in staging.iterdir():
+            shutil.move(str(f), out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    typer.echo(f"trained {model} on {data.name} for {result.fit.epochs_run} epochs in {result.fit.seconds:.1f}s "
+               f"on {result.fit.device}")
+    for key in ("test_loss", "test_mse", "test_sq_err_per_image"):
+        if key in metrics:
+            typer.echo(f"  {key} = {metrics[key]:.6g}")
+    typer.echo(f"wrote {out}/model.pt and metrics.json")
+
+
+def _final_train_metrics(history: list[dict[str, float]]) -> dict[str, float]:
+    return {k: v for k, v in (history[-1] if history else {}).items() if k != "epoch"}
+
+
+def _write_grids(model: Any, data: Any, folder: Path, seed: int) -> None:
+    import torch
+
+    from genlib.images import reconstruction_grid, save_grid
+
+    model.eval()
+    with torch.no_grad():
+        if model.reconstructs:
+            x, y = data.x_test[:32].to(model.device), data.y_test[:32].to(model.device)
+            save_grid(reconstruction_grid(x, model.reconstruct(x, y)), folder / "reconstructions.png", nrow=16)
+        if model.generates:
+            gen = torch.Generator().manual_seed(seed)
+            save_grid(model.sample(64, generator=gen), folder / "samples.png", nrow=8)
+
+
+def sample_command(
+    checkpoint: Path = typer.Argument(..., help="a model.pt written by `genlib train`"),
+    n: int = typer.Option(64, "--n", min=1, max=10000),
+    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated class labels (conditional models)"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("samples.png"), "--out"),
+) -> None:
+    """Draw N images from a trained generative model into one PNG grid."""
+    import torch
+
+    from genlib.training import load_checkpoint
+
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ConfigError(f"--out {out}: expected the path of a .png file")
+    model = load_checkpoint(checkpoint).model.eval()
+    if not model.generates:
+        raise ConfigError(f"{checkpoint}: {model.name} does not generate; sampling needs vae, cvae, gan, cgan or rbm")
+    label_list = parse_labels(labels)
+    label_tensor = None
+    if label_list is not None:
+        if not model.conditional:
+            raise ConfigError(f"--labels: {model.name} is not conditional")
+        if len(label_list) not in (1, n) and n % len(label_list):
+            raise ConfigError(f"--labels: give 1, {n}, or a divisor of {n} labels (got {len(label_list)})")
+        label_tensor = torch.tensor(label_list).repeat(n // len(label_list) + 1)[:n]
+    try:
+        images = model.sample(n, labels=label_tensor, generator=torch.Generator().manual_seed(seed))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    from genlib.images import save_grid  # torchvision takes seconds to import: not before the checks
+
+    save_grid(images, out, nrow=max(1, int(n**0.5)))
+    typer.echo(f"wrote {n} samples to {out}")
