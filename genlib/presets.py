@@ -99,8 +99,10 @@ register_profile(Profile(
     description="paper scale on the 50,000 MNIST training images; meant for a GPU worker",
     evaluation=EVAL_PROFILES["full"],
     families={
-        # Hinton & Salakhutdinov (2006): 784-1000-500-250-30.
-        "ae": preset("ae", {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "recon_loss": "bce"},
+        # Hinton & Salakhutdinov (2006): 784-1000-500-250-30, logistic units, greedy RBM pre-training
+        # (10 epochs per layer, as their code), unrolled and fine-tuned.
+        "ae": preset("ae", {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "recon_loss": "bce",
+                            "activation": "sigmoid", "pretrain": "rbm", "pretrain_epochs": 10, "lr": 3e-4},
                      epochs=200, batch_size=128, patience=20, lr_schedule="cosine"),
         "conv-ae": preset("conv-ae", {"channels": (32, 64), "latent_dim": 30},
                           epochs=100, batch_size=128, patience=15, lr_schedule="cosine"),

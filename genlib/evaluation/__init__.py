@@ -1,7 +1,14 @@
 """Evaluation: plain functions over trained models and data that return tables (pandas DataFrames),
 figures (matplotlib Figures) and flat metrics. Metric and table names are listed in docs/metrics.md."""
 
-from genlib.evaluation.ais import AISResult, ais_betas, ais_log_partition, base_rate_visible_bias, rbm_log_likelihood
+from genlib.evaluation.ais import (
+    AISResult,
+    ais_betas,
+    ais_log_partition,
+    base_rate_visible_bias,
+    raise_log_likelihood,
+    rbm_log_likelihood,
+)
 from genlib.evaluation.augmentation import augmentation_experiment
 from genlib.evaluation.classifier import (
     ClassifierConfig,
@@ -60,6 +67,7 @@ __all__ = [
     "pca_vs_autoencoders",
     "precision_recall",
     "probe_accuracy",
+    "raise_log_likelihood",
     "rbm_log_likelihood",
     "reconstruction_errors",
     "reconstruction_tables",

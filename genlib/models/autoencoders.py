@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from genlib.models.base import AEOutput, GenerativeModel, ModelConfig
@@ -31,6 +31,16 @@ class AEConfig(ModelConfig):
     latent_dim: int = Field(32, gt=0)
     recon_loss: Literal["bce", "mse"] = "bce"
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
+    # "rbm": greedy layer-wise RBM pre-training, unrolled into encoder and decoder before fine-tuning
+    # (Hinton & Salakhutdinov 2006; genlib.training.pretrain). Needs logistic (sigmoid) hidden units.
+    pretrain: Literal["none", "rbm"] = "none"
+    pretrain_epochs: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _pretrain_needs_sigmoid(self) -> "AEConfig":
+        if self.pretrain == "rbm" and self.activation != "sigmoid":
+            raise ValueError("pretrain='rbm' unrolls logistic RBM units: set activation='sigmoid'")
+        return self
 
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}

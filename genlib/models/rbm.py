@@ -28,6 +28,18 @@ class RBMConfig(ModelConfig):
     momentum: float = Field(0.5, ge=0, lt=1)
     binarize: bool = True  # train on stochastic binarisations of the grey levels
     sample_steps: int = Field(1000, ge=1)  # Gibbs sweeps used by sample()
+    # "gaussian": linear hidden units with unit-variance Gaussian noise, h ~ N(c + v W, 1), as the
+    # code layer on top of Hinton & Salakhutdinov's (2006) pre-training stack.
+    hidden: Literal["bernoulli", "gaussian"] = "bernoulli"
+    # Schedules from Hinton's practical guide (2010), applied per epoch by begin_epoch():
+    # momentum is ``momentum`` for the first ``momentum_epochs`` epochs, then ``final_momentum``;
+    # the learning rate is lr / (1 + lr_decay (epoch - 1)); with ``cd_k_start`` the number of
+    # Gibbs steps grows linearly from it at epoch 1 to ``cd_k`` at the last epoch (Salakhutdinov &
+    # Murray 2008 raised CD-1 gradually to CD-25).
+    final_momentum: float | None = Field(None, ge=0, lt=1)
+    momentum_epochs: int = Field(5, ge=0)
+    lr_decay: float = Field(0.0, ge=0)
+    cd_k_start: int | None = Field(None, ge=1)
 
 
 @register_model("rbm")
@@ -55,6 +67,7 @@ class RBM(GenerativeModel):
         # Hidden states of the persistent-CD fantasy chains, (chains, H); saved with the model so a
         # resumed run continues the chains.
         self.register_buffer("persistent_chain", torch.zeros(0, h))
+        self.cd_k = config.cd_k  # Gibbs steps of the current epoch (see begin_epoch)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         chain = state_dict.get(prefix + "persistent_chain")
@@ -70,10 +83,42 @@ class RBM(GenerativeModel):
             )
         }
 
+    def begin_epoch(self, epoch: int, epochs: int, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Set this epoch's momentum, learning-rate decay and CD steps (called by fit before each epoch).
+
+        Multiplies the learning rate fit has just set (its own schedule included), so a resumed run
+        gets the same values as an uninterrupted one.
+        """
+        cfg = self.config
+        late = cfg.final_momentum is not None and epoch > cfg.momentum_epochs
+        for group in optimizers["model"].param_groups:
+            group["momentum"] = cfg.final_momentum if late else cfg.momentum
+            group["lr"] = group["lr"] / (1.0 + cfg.lr_decay * (epoch - 1))
+        if cfg.cd_k_start is not None:
+            frac = (epoch - 1) / max(epochs - 1, 1)
+            self.cd_k = max(1, round(cfg.cd_k_start + frac * (cfg.cd_k - cfg.cd_k_start)))
+
     # --- conditionals ---------------------------------------------------------------------
+    def _hidden_mean(self, pre: Tensor) -> Tensor:
+        """E[h | v] from the pre-activation c + v W: sigmoid for binary units, identity for Gaussian ones."""
+        return pre if self.config.hidden == "gaussian" else torch.sigmoid(pre)
+
+    def _sample_hidden(self, mean: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.config.hidden == "gaussian":
+            gen_device = generator.device if generator is not None else mean.device
+            return mean + torch.randn(mean.shape, generator=generator, device=gen_device).to(mean.device)
+        return self._bernoulli(mean, generator)
+
+    def _hidden_free_energy(self, pre: Tensor) -> Tensor:
+        """-(hidden part of F(v)) from the pre-activations (B, H): log of the integral/sum over h. Returns (B,)."""
+        if self.config.hidden == "gaussian":
+            # log of the integral of exp(-(h - c)^2 / 2 + h (v W)) dh, without the constant log sqrt(2 pi).
+            return 0.5 * (pre.pow(2) - self.hidden_bias.pow(2)).sum(-1)
+        return F.softplus(pre).sum(-1)
+
     def hidden_probs(self, v: Tensor) -> Tensor:
-        """p(h=1 | v). v: (B, V). Returns (B, H)."""
-        return torch.sigmoid(v @ self.weight + self.hidden_bias)
+        """E[h | v]: p(h=1 | v) for binary hidden units, the Gaussian mean for linear ones. v: (B, V). Returns (B, H)."""
+        return self._hidden_mean(v @ self.weight + self.hidden_bias)
 
     def visible_probs(self, h: Tensor) -> Tensor:
         """p(v=1 | h). h: (B, H). Returns (B, V)."""
@@ -84,13 +129,13 @@ class RBM(GenerativeModel):
 
     def gibbs_step(self, v: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """One sweep v -> h -> v'. Returns (v' sample (B, V), p(v'=1 | h) (B, V))."""
-        h = self._bernoulli(self.hidden_probs(v), generator)
+        h = self._sample_hidden(self.hidden_probs(v), generator)
         pv = self.visible_probs(h)
         return self._bernoulli(pv, generator), pv
 
     def free_energy(self, v: Tensor) -> Tensor:
         """F(v) = -v.b_v - sum_j softplus(b_h + v W)_j, so p(v) = exp(-F(v)) / Z. v: (B, V). Returns (B,)."""
-        return -(v @ self.visible_bias) - F.softplus(v @ self.weight + self.hidden_bias).sum(-1)
+        return -(v @ self.visible_bias) - self._hidden_free_energy(v @ self.weight + self.hidden_bias)
 
     # --- training -------------------------------------------------------------------------
     def _flat(self, x: Tensor) -> Tensor:
@@ -112,11 +157,11 @@ class RBM(GenerativeModel):
                 v0 = torch.bernoulli(v0)
             n = v0.shape[0]
             pre0 = torch.addmm(self.hidden_bias, v0, self.weight)
-            ph0 = torch.sigmoid(pre0)
+            ph0 = self._hidden_mean(pre0)
             if self.config.persistent:
                 # Monitor: one Gibbs sweep from the data, p(v | h ~ p(h | v0)), on a few rows.
                 rows = min(n, MONITOR_ROWS)
-                pv1 = self.visible_probs(self._bernoulli(ph0[:rows], None))
+                pv1 = self.visible_probs(self._sample_hidden(ph0[:rows], None))
                 # The chains' state is their hidden sample (as in scikit-learn), so no product is
                 # recomputed; a smaller batch continues the first n chains, a larger one adds fresh ones.
                 missing = n - self.persistent_chain.shape[0]
@@ -126,16 +171,16 @@ class RBM(GenerativeModel):
                 h, pv = self.persistent_chain[:n], None
             else:
                 rows = n
-                pv1 = self.visible_probs(self._bernoulli(ph0, None))
+                pv1 = self.visible_probs(self._sample_hidden(ph0, None))
                 h, pv = None, pv1  # the negative phase starts from the data's own sweep
-            for step in range(self.config.cd_k):
+            for step in range(self.cd_k):
                 if pv is None:
                     pv = self.visible_probs(h)
                 vk = self._bernoulli(pv, None)
                 prek = torch.addmm(self.hidden_bias, vk, self.weight)
-                phk = torch.sigmoid(prek)
-                if step < self.config.cd_k - 1 or self.config.persistent:
-                    h, pv = self._bernoulli(phk, None), None
+                phk = self._hidden_mean(prek)
+                if step < self.cd_k - 1 or self.config.persistent:
+                    h, pv = self._sample_hidden(phk, None), None
             if self.config.persistent:
                 self.persistent_chain[:n] = h
             # <v h>_model - <v h>_data as one product over the stacked negative and positive rows.
@@ -143,8 +188,8 @@ class RBM(GenerativeModel):
             self.visible_bias.grad = (vk - v0).mean(0)
             self.hidden_bias.grad = (phk - ph0).mean(0)
             recon = (pv1 - v0[:rows]).pow(2).sum(-1).mean()
-            free_energy_v0 = -(v0 @ self.visible_bias) - F.softplus(pre0).sum(-1)
-            free_energy_vk = -(vk @ self.visible_bias) - F.softplus(prek).sum(-1)
+            free_energy_v0 = -(v0 @ self.visible_bias) - self._hidden_free_energy(pre0)
+            free_energy_vk = -(vk @ self.visible_bias) - self._hidden_free_energy(prek)
             gap = (free_energy_v0 - free_energy_vk).mean()
             optimizers["model"].step()
         return RBMOutput(loss=recon, recon=recon, free_energy_gap=gap)
@@ -213,6 +258,8 @@ class RBM(GenerativeModel):
     def log_partition_exact(self) -> Tensor:
         """log Z by enumerating the smaller layer (at most 2^20 states): for tests and tiny models."""
         n_vis, n_hid = self.weight.shape
+        if self.config.hidden == "gaussian":
+            raise ValueError("exact log Z is implemented for binary hidden units only")
         if min(n_vis, n_hid) > 20:
             raise ValueError("exact log Z needs a layer of at most 20 units")
         w = self.weight.double()

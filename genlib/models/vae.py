@@ -32,6 +32,9 @@ class VAEConfig(ModelConfig):
     decoder_sigma: float = Field(0.1, gt=0)
     beta: float = Field(1.0, ge=0)
     binarize: bool = False  # dynamic binarisation of the inputs at every step (Bernoulli decoder only)
+    # Importance samples of the training objective (Burda et al. 2016): 1 is the ELBO (analytic KL),
+    # k > 1 the IWAE bound log (1/k) sum_i p(x, z_i) / q(z_i | x), tighter as k grows.
+    iwae_k: int = Field(1, ge=1)
 
 
 class CVAEConfig(VAEConfig):
@@ -140,19 +143,30 @@ class VAE(GenerativeModel):
         return x
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
+        """Negative ELBO per image (``iwae_k`` = 1) or negative IWAE bound (``iwae_k`` > 1).
+
+        For the IWAE bound ``recon`` and ``kl`` are Monte-Carlo means over the k draws of
+        -log p(x|z) and log q(z|x) - log p(z) (their sum is the k-sample negative ELBO, not the loss).
+        """
         x = self.prepare_input(x.float())
+        if self.config.iwae_k > 1:
+            return self.iwae_loss(x, y, self.config.iwae_k)
         mu, logvar = self.encode_dist(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         recon = -self.log_px_given_z(self.decode_logits(z, y), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
         return VAEOutput(loss=recon + self.config.beta * kl, recon=recon, kl=kl)
 
-    @torch.no_grad()
-    def log_importance_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
-        """log p(x, z_i) - log q(z_i | x) for k posterior draws. x: (B, C, H, W). Returns (k, B).
+    def iwae_loss(self, x: Tensor, y: Tensor | None, k: int) -> VAEOutput:
+        """Negative IWAE bound -log (1/k) sum_i w_i, mean over the batch x (B, C, H, W), with gradients."""
+        log_px, log_pz, log_q = self._log_weight_terms(x, y, k)  # each (k, B)
+        bound = torch.logsumexp(log_px + log_pz - log_q, 0) - math.log(k)
+        recon = -log_px.mean()
+        kl = (log_q - log_pz).mean()
+        return VAEOutput(loss=-bound.mean(), recon=recon, kl=kl)
 
-        logsumexp over k minus log k is the importance-weighted bound (Burda et al. 2016).
-        """
+    def _log_weight_terms(self, x: Tensor, y: Tensor | None, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """log p(x|z_i), log p(z_i), log q(z_i|x) for k reparameterised draws; each (k, B)."""
         mu, logvar = self.encode_dist(x, y)
         std = (0.5 * logvar).exp()
         eps = torch.randn(k, *mu.shape, device=mu.device)
@@ -161,7 +175,16 @@ class VAE(GenerativeModel):
         log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
         yy = None if y is None else y.repeat(k)
         logits = self.decode_logits(z.reshape(k * x.shape[0], -1), yy).view(k, *x.shape)
-        return self.log_px_given_z(logits, x) + log_pz - log_q
+        return self.log_px_given_z(logits, x), log_pz, log_q
+
+    @torch.no_grad()
+    def log_importance_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
+        """log p(x, z_i) - log q(z_i | x) for k posterior draws. x: (B, C, H, W). Returns (k, B).
+
+        logsumexp over k minus log k is the importance-weighted bound (Burda et al. 2016).
+        """
+        log_px, log_pz, log_q = self._log_weight_terms(x, y, k)
+        return log_px + log_pz - log_q
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:

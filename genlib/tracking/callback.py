@@ -65,6 +65,8 @@ class MLflowCallback(Callback):
         self.history: list[dict[str, float]] = []
         self._staging = Path(tempfile.mkdtemp(prefix="genlib-mlflow-"))
         self.epoch_seconds = 0.0  # spent in on_epoch_end (inside the fit's timer)
+        # (run id, history) of the enclosing runs while a training stage logs into a child run.
+        self._stages: list[tuple[str, list[dict[str, float]]]] = []
         self.seconds = 0.0  # spent in every hook: the tracking overhead of this fit
 
     def on_fit_begin(self, model: Any, train_config: TrainConfig) -> None:
@@ -85,7 +87,7 @@ class MLflowCallback(Callback):
         # Non-finite values are logged too (MLflow stores NaN): they show where a run diverged.
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()],
                               synchronous=True)
-        if self.image_every and epoch % self.image_every == 0:
+        if self.image_every and epoch % self.image_every == 0 and not self._stages:
             self._write_grids(model, prefix=f"epoch_{epoch:03d}_")
         spent = time.perf_counter() - t0
         self.epoch_seconds += spent
@@ -93,10 +95,31 @@ class MLflowCallback(Callback):
 
     def on_fit_end(self, result: FitResult) -> None:
         t0 = time.perf_counter()
-        self._write_grids(result.model, prefix="")
+        if not self._stages:  # a stage's model (an RBM of a pre-training stack) is not the image model
+            self._write_grids(result.model, prefix="")
         if self.history:
             write_loss_curves(self.history, self._staging / "plots" / "loss_curves.png")
         self.flush()
+        self.seconds += time.perf_counter() - t0
+
+    def on_stage_begin(self, name: str) -> None:
+        """Open a child run ``<parent run name>/<name>`` (tag ``genlib.stage``); the stage's fit logs there."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        t0 = time.perf_counter()
+        parent = self.client.get_run(self.run_id)
+        child = self.client.create_run(parent.info.experiment_id, run_name=f"{parent.info.run_name}/{name}",
+                                       tags={MLFLOW_PARENT_RUN_ID: self.run_id, "genlib.stage": name})
+        self._stages.append((self.run_id, self.history))
+        self.run_id, self.history = child.info.run_id, []
+        self.seconds += time.perf_counter() - t0
+
+    def on_stage_end(self, name: str, result: FitResult | None) -> None:
+        """Finish the stage's child run and log into the enclosing run again."""
+        t0 = time.perf_counter()
+        self.flush()
+        self.client.set_terminated(self.run_id, "FINISHED")
+        self.run_id, self.history = self._stages.pop()
         self.seconds += time.perf_counter() - t0
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import torch
 from genlib.errors import ConfigError
 from genlib.models import GenerativeModel, ModelConfig, get_model, make_config
 from genlib.training.loop import Callback, FitResult, TrainConfig, fit, require_examples, resolve_device
+from genlib.training.pretrain import pretrain_autoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ def train_model(
     train_config = train_config or TrainConfig()
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed too
     model = get_model(config.model_name, config)
+    if resume_from is None:  # a resumed fine-tuning has its pre-trained weights in the checkpoint
+        pretrain_autoencoder(model, data, device=device, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+                             seed=train_config.seed, progress=progress)
     result = fit(model, data, train_config, device=device, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
                  resume_from=resume_from, progress=progress)
     return TrainedModel(model=result.model, fit=result)
