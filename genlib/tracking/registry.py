@@ -17,6 +17,7 @@ from typing import Any
 
 from genlib.tracking.errors import GateFailedError, RegistryError
 from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
+from genlib.tracking.locks import registry_lock
 
 NAME_PREFIX = "genlib-"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -40,11 +41,6 @@ class Registration:
     reason: str
     gates: tuple[GateResult, ...]
     created: bool  # False when this run's model was already registered (a cached re-run)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["gates"] = [dataclasses.asdict(g) for g in self.gates]
-        return d
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -171,21 +167,46 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
             _link_logged_model(client, model_id, name, str(mv.version))
     version = str(mv.version)
 
-    champion = _current(client, name, CHAMPION)
     failed = first_failure(gate_results)
-    if champion is not None and str(champion.version) == version:
-        promoted, reason = False, f"version {version} is already champion"
-    elif failed is not None:
-        promoted, reason = False, f"gate {failed.gate} failed: {failed.detail}"
-    else:
-        champion_metrics = metrics_from_tags(champion.tags) if champion is not None else None
-        promoted, reason = beats(model_name, metrics, champion_metrics)
-    client.set_registered_model_alias(name, CHALLENGER, version)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
+    with registry_lock(client, name):
+        promoted, reason = _move_aliases(client, name, model_name, version, metrics, failed)
     client.set_model_version_tag(name, version, "genlib.promotion", reason[:5000])
     aliases = tuple(sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == version))
     return Registration(name, version, aliases, promoted, reason, tuple(gate_results), created)
+
+
+def _move_aliases(client: Any, name: str, model_name: str, version: str, metrics: Mapping[str, float],
+                  failed: GateResult | None) -> tuple[bool, str]:
+    """Compare-and-set of ``challenger`` and ``champion``; the caller holds the registry lock of ``name``.
+
+    Re-reads both aliases, moves ``challenger`` only forward (to the newest version), moves ``champion``
+    when the version passed its gates and beats the champion read here, and checks that it took.
+    """
+    challenger = _current(client, name, CHALLENGER)
+    if challenger is None or int(challenger.version) < int(version):
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    champion = _current(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == version:
+        return False, f"version {version} is already champion"
+    if failed is not None:
+        return False, f"gate {failed.gate} failed: {failed.detail}"
+    champion_metrics = metrics_from_tags(champion.tags) if champion is not None else None
+    promoted, reason = beats(model_name, metrics, champion_metrics)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        _verify_alias(client, name, CHAMPION, version)
+        if champion is not None:
+            reason += f"; was version {champion.version}"
+    elif champion is not None:
+        reason += f" (champion: version {champion.version})"
+    return promoted, reason
+
+
+def _verify_alias(client: Any, name: str, alias: str, version: str) -> None:
+    now = _current(client, name, alias)
+    if now is None or str(now.version) != version:
+        raise RegistryError(f"{name}@{alias} should be version {version} after moving it, but is "
+                            f"{now.version if now is not None else 'unset'}; another writer ignored the registry lock")
 
 
 def _link_logged_model(client: Any, model_id: str, name: str, version: str) -> None:
@@ -240,8 +261,10 @@ def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool
     if failed is not None and not force:
         raise GateFailedError(f"refusing to move @{alias} of {name} to version {mv.version}: gate {failed.gate} "
                               f"failed ({failed.detail}); use --force to override", gate=failed.gate)
-    previous = _current(client, name, alias)
-    client.set_registered_model_alias(name, alias, str(mv.version))
+    with registry_lock(client, name):  # the same compare-and-set as registration's
+        previous = _current(client, name, alias)
+        client.set_registered_model_alias(name, alias, str(mv.version))
+        _verify_alias(client, name, alias, str(mv.version))
     if force and failed is not None:
         client.set_model_version_tag(name, str(mv.version), "genlib.forced", f"@{alias} despite gate {failed.gate}")
     return Promotion(name, str(mv.version), alias, str(previous.version) if previous is not None else None,
