@@ -50,7 +50,7 @@ from tests.tiny_configs import TINY  # noqa: E402
 # Metric names evaluate_model promises, by capability (docs/metrics.md lists each).
 RECON_METRICS = {"test_mse", "test_sq_err_per_image", "test_bce"}
 DAE_METRICS = {"test_noisy_input_sq_err_per_image", "test_denoised_sq_err_per_image", "denoising_gain"}
-GEN_METRICS = {"fid", "precision", "recall", "inception_score", "fid_real_floor", "feature_classifier_test_accuracy"}
+GEN_METRICS = {"fid", "precision", "recall", "inception_score", "recognised", "fid_real_floor", "feature_classifier_test_accuracy"}
 VAE_METRICS = {"elbo", "iwae_nll", "iwae_k"}
 RBM_METRICS = {"test_pseudo_log_likelihood", "ais_log_z", "ais_log_likelihood"}
 
@@ -344,16 +344,16 @@ def test_evaluate_model_returns_the_documented_metrics(name, digits8, classifier
     torch.manual_seed(0)
     model = get_model(name, make_config(name, {"image_shape": (1, 8, 8), "num_classes": 10, **TINY[name]}))
     report = evaluate_model(model, digits8, tiny_profile(), device="cpu", features=classifier)
-    expected = set()
+    expected = {"test_loss"} | {f"test_{k}" for k in model.evaluation_loss(digits8.x_test[:2], digits8.y_test[:2]).terms()}
     if model.reconstructs:
         expected |= RECON_METRICS
-    if hasattr(model.config, "noise"):
+    if model.noise is not None:
         expected |= DAE_METRICS
     if model.generates:
         expected |= GEN_METRICS | ({"class_accuracy"} if model.conditional else set())
-    if model.family == "vae":
+    if model.likelihood == "variational":
         expected |= VAE_METRICS
-    if model.family == "rbm":
+    if model.likelihood == "energy":
         expected |= RBM_METRICS
     assert set(report.metrics) == expected
     assert all(isinstance(v, float) and not math.isnan(v) for v in report.metrics.values())
@@ -377,11 +377,20 @@ def test_evaluate_suite_returns_the_five_tables(digits8):
     pca = report.tables["pca_vs_ae"]
     assert set(pca["method"]) == {"pca", "ae", "vae"} and set(pca["latent_size"]) == {2}
     finetune = report.tables["finetune"]
-    assert list(finetune.columns) == ["method", "20 labels", "seeds"]  # the 10**6 budget is skipped
+    assert list(finetune.columns) == ["method", "method_key", "unit", "20 labels", "20 labels_mean", "20 labels_std",
+                                      "seeds"]  # the 10**6 budget is skipped
+    assert set(finetune["unit"]) == {"test error %, lower is better"}
+    assert all(f"{m:.2f} +- {s:.2f}" == t for m, s, t in
+               zip(finetune["20 labels_mean"], finetune["20 labels_std"], finetune["20 labels"]))
     assert len(finetune) == len(FINETUNE_METHODS)
     assert all(re.fullmatch(r"\d+\.\d\d \+- \d+\.\d\d", c) for c in finetune["20 labels"])
     aug = report.tables["augmentation"]
-    assert len(aug) == 4 and aug["generator_trained_on"].str.startswith("20 labelled images").sum() == 2
+    # real only, classic, the pseudo-labelled reference, and cvae/cgan trained on labelled + pseudo-labelled images
+    assert list(aug["method_key"]) == ["real_only", "classic", "pseudo_real", "cvae_semi", "cgan_semi"]
+    assert list(aug["generated"]) == [False, False, False, True, True]
+    assert aug["generator_trained_on"][aug.generated].str.startswith("20 labelled + ").all()
+    assert aug["generator_trained_on"][aug.method_key == "pseudo_real"].str.startswith("no generator").all()
+    assert {"gain_pct_mean", "gain_pct_std", "accuracy_pct_mean", "accuracy_pct_std"} <= set(aug.columns)
     assert {"pca_vs_ae", "latent_scatter", "finetune", "augmentation"} <= set(report.figures)
     documented = DOCS.read_text()
     for key in report.metrics:

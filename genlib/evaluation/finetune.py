@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from genlib.errors import ConfigError
 from genlib.evaluation._utils import batched, format_mean_std, mean_std, seeded
-from genlib.evaluation.augmentation import classic_augmentation
+from genlib.evaluation.augment_data import classic_augmentation
 from genlib.evaluation.classifier import accuracy, train_classifier
 from genlib.evaluation.profiles import EvalProfile
 
@@ -27,9 +27,12 @@ logger = logging.getLogger(__name__)
 FINETUNE_METHODS = {
     "scratch": "from scratch (encoder architecture + linear head)",
     "frozen": "pretrained ae encoder, frozen + linear head",
-    "finetuned": "pretrained ae encoder + head, fine-tuned end to end",
-    "finetuned_affine": "pretrained ae encoder + head, fine-tuned end to end on RandomAffine-augmented batches",
+    "finetuned": "pretrained ae encoder + the frozen run's head, fine-tuned end to end",
+    "finetuned_affine": "pretrained ae encoder + the frozen run's head, fine-tuned end to end on RandomAffine batches",
 }
+
+
+FINETUNE_UNIT = "test error %, lower is better"
 
 
 class EncoderClassifier(nn.Module):
@@ -72,7 +75,7 @@ def pretrain_ae(data: Any, profile: EvalProfile, device: torch.device, cached: d
         return cached[profile.pretrain_latent]
     from genlib.evaluation.pca import train_suite_model
 
-    return train_suite_model("ae", data, profile.pretrain_latent, profile, device)
+    return train_suite_model(profile.pretrain_model, data, profile.pretrain_latent, profile, device)
 
 
 def finetune_experiment(
@@ -83,7 +86,9 @@ def finetune_experiment(
     Args:
         pretrained: an ``ae`` trained on the whole train split (trained here when None).
     Returns:
-        (wide table "finetune", long table "finetune_long", figures, metrics).
+        (wide table "finetune": a row per method, per budget the text "mean +- std" in column
+        "<budget> labels" and the numbers in "<budget> labels_mean" / "_std" (test error %, lower is
+        better, over seeds); long table "finetune_long" (a row per run), figures, metrics).
     """
     from genlib.models import get_model
 
@@ -110,7 +115,7 @@ def finetune_experiment(
         xs, ys = x_train[idx_dev], y_train[idx_dev]
         errors: dict[str, float] = {}
         with seeded(seed, device):  # initial weights depend on the seed only
-            scratch = EncoderClassifier(get_model("ae", ae.config).encoder, latent, n_classes).to(device)
+            scratch = EncoderClassifier(get_model(ae.name, ae.config).encoder, latent, n_classes).to(device)
             head_frozen = nn.Linear(latent, n_classes).to(device)
             tuned = EncoderClassifier(copy.deepcopy(ae.encoder), latent, n_classes).to(device)
             tuned_affine = copy.deepcopy(tuned)
@@ -120,6 +125,10 @@ def finetune_experiment(
         train_classifier(head_frozen, codes_train[idx], ys, steps=steps, batch_size=bs, lr=10 * lr, seed=seed,
                          device=device)
         errors["frozen"] = 100 * (1 - accuracy(head_frozen, codes_test, y_test, device=device))
+        # Fine-tuning starts from the probe's head (LP-FT, Kumar et al. 2022): a random head's first
+        # gradients would scramble the pretrained features before the head is any use.
+        for net in (tuned, tuned_affine):
+            _load_probe_head(net.head, head_frozen, mean, std)
         train_classifier(tuned, xs, ys, steps=steps, batch_size=bs, lr=lr, seed=seed, device=device)
         errors["finetuned"] = 100 * (1 - accuracy(tuned, x_test, y_test, device=device))
         # The same start and steps, each batch through random affines: what a practitioner adds
@@ -135,11 +144,13 @@ def finetune_experiment(
     wide_rows, metrics = [], {}
     budgets = sorted(long["labels"].unique().tolist()) if not long.empty else []
     for key, label in FINETUNE_METHODS.items():
-        row: dict[str, Any] = {"method": label}
+        row: dict[str, Any] = {"method": label, "method_key": key, "unit": FINETUNE_UNIT}
         for budget in budgets:
             vals = long[(long.method_key == key) & (long.labels == budget)]["test_error_pct"].tolist()
             mean, std = mean_std(vals)
             row[f"{budget} labels"] = format_mean_std(mean, std)
+            row[f"{budget} labels_mean"] = mean
+            row[f"{budget} labels_std"] = std
             metrics[f"finetune/{key}/{budget}/test_error_pct"] = mean
             if not math.isnan(std):  # one seed has no spread
                 metrics[f"finetune/{key}/{budget}/test_error_pct_std"] = std
@@ -149,6 +160,13 @@ def finetune_experiment(
     figures = {"finetune": finetune_figure(long)} if not long.empty else {}
     logger.info("fine-tuning experiment done in %.1fs", time.perf_counter() - t0)
     return wide, long, figures, metrics
+
+
+@torch.no_grad()
+def _load_probe_head(head: nn.Linear, probe: nn.Linear, mean: Tensor, std: Tensor) -> None:
+    """Set ``head`` (on raw codes) to ``probe`` (trained on codes standardised with mean/std (latent,))."""
+    head.weight.copy_(probe.weight / std.to(probe.weight.device))
+    head.bias.copy_(probe.bias - (probe.weight * (mean / std).to(probe.weight.device)).sum(1))
 
 
 def finetune_figure(long: pd.DataFrame) -> Figure:

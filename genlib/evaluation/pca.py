@@ -113,7 +113,7 @@ def pca_vs_autoencoders(
     """Run the PCA-vs-autoencoder experiment over ``profile.latent_sizes``.
 
     Returns:
-        (table, figures, metrics, the trained ``ae`` per latent size (reused by fine-tuning),
+        (table, figures, metrics, the trained ``profile.pretrain_model`` per latent size (reused by fine-tuning),
         "reconstruction" rows for the PCA baselines).
     """
     x_train = data.x_train.flatten(1).cpu().double().numpy()
@@ -137,7 +137,7 @@ def pca_vs_autoencoders(
         codes_te = (x_test - pca.mean_) @ components.T
         recon_t = torch.from_numpy(codes_te @ components + pca.mean_).view_as(x_test_t)
         results = {"pca": (codes_tr, codes_te, recon_t, pca_seconds)}
-        for name in ("ae", "vae"):
+        for name in profile.suite_models:
             t0 = time.perf_counter()
             model = train_suite_model(name, data, latent, profile, device)
             secs = time.perf_counter() - t0
@@ -145,7 +145,7 @@ def pca_vs_autoencoders(
                 _codes(model, data.x_train, device, bs), _codes(model, x_test_t, device, bs),
                 _recon(model, x_test_t, device, bs), secs,
             )
-            if name == "ae":
+            if name == profile.pretrain_model:
                 aes[latent] = model
         for method, (c_tr, c_te, rec, secs) in results.items():
             err = reconstruction_errors(rec.clamp(0, 1) if method != "pca" else rec, x_test_t)

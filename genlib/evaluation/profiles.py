@@ -39,6 +39,8 @@ class EvalProfile(BaseModel):
 
     # --- suite: PCA vs autoencoders ------------------------------------------------------------
     latent_sizes: tuple[int, ...] = (2, 10, 30)
+    suite_models: tuple[str, ...] = ("ae", "vae")  # compared with PCA at every latent size
+    pretrain_model: str = "ae"  # its encoder is fine-tuned with few labels (one of suite_models)
     suite_hidden_dims: tuple[int, ...] = (256, 128)
     suite_epochs: int = Field(20, ge=1)
     suite_batch_size: int = Field(64, ge=1)
@@ -58,6 +60,12 @@ class EvalProfile(BaseModel):
     n_synthetic: int = Field(1000, ge=0)  # synthetic labelled images added per run (balanced over classes)
     augment_steps: int = Field(200, ge=1)  # classifier steps, the same for every condition
     augment_classifier: Literal["mlp", "cnn"] = "mlp"
+    augment_generators: tuple[str, ...] = ("cvae", "cgan")  # conditional generators whose samples are added
+    # What the generators learn from: the labelled subset only, and/or (semi) it plus the unlabelled
+    # training images pseudo-labelled by a teacher with at least pseudo_label_confidence.
+    augment_generator_data: tuple[Literal["labelled", "semi"], ...] = ("semi",)
+    pseudo_label_confidence: float = Field(0.9, ge=0, le=1)
+    filter_synthetic: bool = True  # keep only samples the teacher recognises as their requested class
     generator_steps: dict[str, int] = Field(default_factory=lambda: {"cvae": 400, "cgan": 200})
     generator_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
