@@ -144,3 +144,69 @@ def test_lock_held_by_a_live_process_times_out_naming_it_then_goes_stale(trackin
     token = acquire(client, name, timeout=30, stale_after=1.0)  # seen unchanged for 1 s: broken
     assert token != holder
     release(client, name, token)
+
+
+def _logged_model(client, experiment_id: str) -> tuple[str, str]:
+    """A finished run with a (weightless) logged model: enough for the registry, which reads tags only."""
+    run = client.create_run(experiment_id)
+    model = client.create_logged_model(experiment_id, source_run_id=run.info.run_id, name="model")
+    client.finalize_logged_model(model.model_id, "READY")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id, f"models:/{model.model_id}"
+
+
+def test_versions_carry_gate_objects_and_say_why_they_are_champion(tracking):
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from genlib.cli.app import app
+    from genlib.cli.summary import registry_table
+    from genlib.tracking.registry import list_registry, promote, register_version
+
+    client = MlflowClient()
+    dataset = f"notes{uuid.uuid4().hex[:6]}"
+    experiment_id = client.create_experiment(f"genlib-{dataset}")
+
+    def register(**changes):
+        run_id, uri = _logged_model(client, experiment_id)
+        return register_version(uri, run_id, "vae", dataset, "d" * 64, {**GOOD_VAE, **changes}, commit="x")
+
+    v1 = register(test_loss=300.0)
+    v2 = register(test_loss=200.0)
+    v3 = register(test_loss=100.0, test_sq_err_per_image=35.0)  # best loss, failed reconstruction gate
+    v4 = register(test_loss=250.0)
+    assert (v1.promoted, v2.promoted, v3.promoted, v4.promoted) == (True, True, False, False)
+
+    entry = next(m for m in list_registry() if m["name"] == v1.name)
+    by_version = {v["version"]: v for v in entry["versions"]}
+    for reg, status in ((v1, "passed"), (v2, "passed"), (v3, "failed"), (v4, "passed")):
+        gates = by_version[reg.version]["gates"]
+        assert gates["status"] == status
+        assert gates["checks"] and all({"metric", "value", "threshold", "op", "passed"} <= set(c)
+                                       for c in gates["checks"])
+        assert all(c["op"] in ("<=", ">=", ">", "<") for c in gates["checks"] if c["threshold"] is not None)
+    failed = [c for c in by_version[v3.version]["gates"]["checks"] if not c["passed"]]
+    assert [c["metric"] for c in failed] == ["test_sq_err_per_image"] and failed[0]["value"] == 35.0
+
+    desc = {v: by_version[v]["description"] for v in by_version}
+    assert desc[v2.version].startswith("Champion") and "200" in desc[v2.version] and "300" in desc[v2.version]
+    assert f"version {v1.version} until now" in desc[v2.version] and "passed the gates" in desc[v2.version]
+    assert desc[v1.version].startswith(f"Champion until version {v2.version}")
+    assert desc[v3.version].startswith("Not champion") and "reconstruction" in desc[v3.version]
+    assert desc[v4.version].startswith("Not champion") and "does not beat" in desc[v4.version]
+    assert client.get_model_version(v2.name, v2.version).description == desc[v2.version]  # what MLflow's UI shows
+
+    forced = promote(v3.name, v3.version, force=True)
+    assert forced.forced and forced.changed and forced.previous == v2.version
+    again = promote(v3.name, v3.version, force=True)
+    assert not again.changed  # nothing moved the second time
+    result = CliRunner().invoke(app, ["registry", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = next(m for m in json.loads(result.output) if m["name"] == v1.name)
+    forced_entry = next(v for v in listed["versions"] if v["version"] == v3.version)
+    assert forced_entry["gates"]["status"] == "forced" and forced_entry["aliases"] == ["champion"]
+    assert "forced" in forced_entry["description"]
+    table = registry_table([listed]).splitlines()
+    row = next(line for line in table[2:] if line.split()[1] == v3.version)
+    assert "forced: reconstruction" in row
+    assert next(line for line in table[2:] if line.split()[1] == v4.version).split()[-2] == "passed"

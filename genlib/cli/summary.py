@@ -13,10 +13,10 @@ REGISTRY_COLUMNS = ["name", "version", "aliases", "primary", "sq_err/img", "fid"
 
 def key_metrics(family: str, metrics: Mapping[str, float]) -> dict[str, Any]:
     """The columns every table shows for a model: its family's primary metric and three shared ones."""
-    from genlib.models import get_model_class
+    from genlib.models.catalog import model_info
 
-    cls = get_model_class(family)
-    return {"primary": f"{cls.primary_metric}={format_value(metrics.get(cls.primary_metric))}",
+    info = model_info(family)
+    return {"primary": f"{info.primary_metric}={format_value(metrics.get(info.primary_metric))}",
             "sq_err/img": metrics.get("test_sq_err_per_image"), "fid": metrics.get("fid"),
             "class_acc": metrics.get("class_accuracy")}
 
@@ -59,11 +59,13 @@ def pipeline_summary(result: Any, total: float, startup: float, target: Any) -> 
 
 def registry_table(models: list[dict[str, Any]]) -> str:
     """``genlib registry list``: one row per registered version, newest first within each model."""
+    from genlib.tracking.version_notes import gates_label
+
     rows = []
     for m in models:
         for v in m["versions"]:
             family = m["model"] or ""
             keys = key_metrics(family, v["metrics"]) if family else {}
             rows.append({"name": m["name"], "version": v["version"], "aliases": ",".join(v["aliases"]),
-                         **keys, "gates": v["gates"], "digest": (v["dataset_digest"] or "")[:12]})
+                         **keys, "gates": gates_label(v["gates"]), "digest": (v["dataset_digest"] or "")[:12]})
     return format_table(rows, REGISTRY_COLUMNS)

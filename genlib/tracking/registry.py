@@ -1,9 +1,12 @@
 """Model registry: register versions under ``genlib-<model>-<dataset>``, gate and move aliases, list.
 
 A version carries its evidence as tags: ``genlib.model``, ``genlib.dataset``, ``genlib.dataset_digest``,
-``genlib.git_commit`` and one ``metric.<name>`` tag per key metric, so gates can be re-checked at
-``promote`` time from the registry alone. ``challenger`` always points at the newest registration;
-``champion`` moves only when the version passes its gates and beats the current champion.
+``genlib.git_commit``, one ``metric.<name>`` tag per key metric (so gates can be re-checked at
+``promote`` time from the registry alone) and ``genlib.gates``, the gate object (see
+:mod:`genlib.tracking.version_notes`); its description says why it is or is not champion.
+``challenger`` always points at the newest registration; ``champion`` moves only when the version
+passes its gates and beats the current champion. Both moves are compare-and-set under the model's
+registry lock (:mod:`genlib.tracking.locks`), so concurrent pipelines cannot lose an improvement.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from typing import Any
 from genlib.tracking.errors import GateFailedError, RegistryError
 from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
 from genlib.tracking.locks import registry_lock
+from genlib.tracking.version_notes import (
+    GATES_TAG,
+    dethroned_description,
+    gates_tag,
+    promotion_description,
+    read_gates,
+    registration_description,
+)
 
 NAME_PREFIX = "genlib-"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -137,8 +148,7 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
     name = registered_model_name(model_name, dataset)
     gate_results = check_gates(model_name, metrics)
     tags = {"genlib.model": model_name, "genlib.dataset": dataset, "genlib.dataset_digest": dataset_digest,
-            "genlib.gates": "passed" if first_failure(gate_results) is None else
-            f"failed: {first_failure(gate_results).gate}",  # type: ignore[union-attr]
+            GATES_TAG: gates_tag(gate_results),
             **metric_tags(metrics), **dict(extra_tags or {})}
     commit = commit if commit is not None else git_commit()
     if commit:
@@ -169,37 +179,42 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
 
     failed = first_failure(gate_results)
     with registry_lock(client, name):
-        promoted, reason = _move_aliases(client, name, model_name, version, metrics, failed)
+        promoted, reason, previous = _move_aliases(client, name, model_name, version, metrics, failed)
+        if not (previous == version and not promoted):  # an already-champion version keeps its description
+            client.update_model_version(name, version, description=registration_description(
+                version, promoted, reason, gate_results, previous))
+        if promoted and previous:
+            client.update_model_version(name, previous, description=dethroned_description(version, reason))
     client.set_model_version_tag(name, version, "genlib.promotion", reason[:5000])
     aliases = tuple(sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == version))
     return Registration(name, version, aliases, promoted, reason, tuple(gate_results), created)
 
 
 def _move_aliases(client: Any, name: str, model_name: str, version: str, metrics: Mapping[str, float],
-                  failed: GateResult | None) -> tuple[bool, str]:
+                  failed: GateResult | None) -> tuple[bool, str, str | None]:
     """Compare-and-set of ``challenger`` and ``champion``; the caller holds the registry lock of ``name``.
 
     Re-reads both aliases, moves ``challenger`` only forward (to the newest version), moves ``champion``
     when the version passed its gates and beats the champion read here, and checks that it took.
+    Returns (promoted, reason, the champion's version before the call or None).
     """
     challenger = _current(client, name, CHALLENGER)
     if challenger is None or int(challenger.version) < int(version):
         client.set_registered_model_alias(name, CHALLENGER, version)
     champion = _current(client, name, CHAMPION)
-    if champion is not None and str(champion.version) == version:
-        return False, f"version {version} is already champion"
+    before = str(champion.version) if champion is not None else None
+    if before == version:
+        return False, f"version {version} is already champion", before
     if failed is not None:
-        return False, f"gate {failed.gate} failed: {failed.detail}"
+        return False, f"gate {failed.gate} failed: {failed.detail}", before
     champion_metrics = metrics_from_tags(champion.tags) if champion is not None else None
     promoted, reason = beats(model_name, metrics, champion_metrics)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
         _verify_alias(client, name, CHAMPION, version)
-        if champion is not None:
-            reason += f"; was version {champion.version}"
-    elif champion is not None:
-        reason += f" (champion: version {champion.version})"
-    return promoted, reason
+    elif before is not None:
+        reason += f" (the champion is version {before})"
+    return promoted, reason, before
 
 
 def _verify_alias(client: Any, name: str, alias: str, version: str) -> None:
@@ -241,6 +256,11 @@ class Promotion:
     gates: tuple[GateResult, ...]
     forced: bool
 
+    @property
+    def changed(self) -> bool:
+        """False when the alias already pointed at the version (nothing moved)."""
+        return self.previous != self.version
+
 
 def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool = False) -> Promotion:
     """Point ``alias`` of ``name`` at ``version`` (a number or an alias) after re-checking its gates.
@@ -261,14 +281,23 @@ def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool
     if failed is not None and not force:
         raise GateFailedError(f"refusing to move @{alias} of {name} to version {mv.version}: gate {failed.gate} "
                               f"failed ({failed.detail}); use --force to override", gate=failed.gate)
+    forced, target = force and failed is not None, str(mv.version)
     with registry_lock(client, name):  # the same compare-and-set as registration's
-        previous = _current(client, name, alias)
-        client.set_registered_model_alias(name, alias, str(mv.version))
-        _verify_alias(client, name, alias, str(mv.version))
-    if force and failed is not None:
-        client.set_model_version_tag(name, str(mv.version), "genlib.forced", f"@{alias} despite gate {failed.gate}")
-    return Promotion(name, str(mv.version), alias, str(previous.version) if previous is not None else None,
-                     tuple(results), force and failed is not None)
+        current = _current(client, name, alias)
+        previous = str(current.version) if current is not None else None
+        if previous != target:
+            client.set_registered_model_alias(name, alias, target)
+            _verify_alias(client, name, alias, target)
+        if forced:
+            client.set_model_version_tag(name, target, "genlib.forced", f"@{alias} despite gate {failed.gate}")  # type: ignore[union-attr]
+            client.set_model_version_tag(name, target, GATES_TAG, gates_tag(results, forced=True))
+        if alias == CHAMPION and previous != target:
+            client.update_model_version(name, target, description=promotion_description(alias, previous, results,
+                                                                                        forced))
+            if previous:
+                client.update_model_version(name, previous, description=dethroned_description(
+                    target, "a manual promotion" + (" forced past a failed gate" if forced else "")))
+    return Promotion(name, target, alias, previous, tuple(results), forced)
 
 
 def list_registry(prefix: str = NAME_PREFIX) -> list[dict[str, Any]]:
@@ -289,7 +318,8 @@ def list_registry(prefix: str = NAME_PREFIX) -> list[dict[str, Any]]:
                 "created": int(mv.creation_timestamp or 0),
                 "dataset_digest": tags.get("genlib.dataset_digest"),
                 "git_commit": tags.get("genlib.git_commit"),
-                "gates": tags.get("genlib.gates"),
+                "gates": read_gates(tags),
+                "description": mv.description or "",
                 "metrics": metrics_from_tags(tags),
             })
         out.append({"name": rm.name, "model": (rm.tags or {}).get("genlib.model"),

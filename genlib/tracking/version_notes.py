@@ -1,0 +1,86 @@
+"""What a model version says about itself: its gate object (tag ``genlib.gates``) and its description,
+a sentence or two on why it is, or is not, champion.
+
+The gate object is :func:`genlib.tracking.gates.gate_report`'s
+``{"status": "passed" | "failed" | "forced", "checks": [{"metric", "value", "threshold", "op", "passed", ...}]}``,
+stored as JSON (non-finite numbers as null, so any JSON reader takes it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from genlib.tracking.gates import GateCheck, first_failure, gate_report, gates_sentence
+
+GATES_TAG = "genlib.gates"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def gates_tag(checks: list[GateCheck], forced: bool = False) -> str:
+    """The ``genlib.gates`` tag value: the gate object as JSON."""
+    return json.dumps(_finite(gate_report(list(checks), forced=forced)), sort_keys=True)
+
+
+def read_gates(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """The gate object of a version from its tags; versions registered before gate objects had only
+    ``passed`` or ``failed: <gate>`` and get ``{"status": ..., "checks": []}``. None when untagged."""
+    text = tags.get(GATES_TAG)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, dict) and "status" in value:
+        return value
+    status = "passed" if text == "passed" else "failed"
+    return {"status": status, "checks": [], "legacy": text}
+
+
+def gates_label(report: Mapping[str, Any] | None) -> str:
+    """Short text for tables: ``passed``, ``failed: <first failed gate>`` or ``forced: <first failed gate>``."""
+    if not report:
+        return "-"
+    status = str(report.get("status", "?"))
+    if status == "passed":
+        return status
+    failed = next((c for c in report.get("checks", []) if not c.get("passed")), None)
+    name = (failed.get("gate") or failed.get("metric")) if failed else report.get("legacy", "").removeprefix("failed: ")
+    return f"{status}: {name}" if name and name != status else status
+
+
+def registration_description(version: str, promoted: bool, reason: str, checks: list[GateCheck],
+                             previous_champion: str | None) -> str:
+    """Why a newly registered version is or is not champion, e.g. ``Champion: test_loss = 200 beats the
+    champion's 210 (lower is better), version 2 until now. It passed the gates ...``."""
+    gates = gates_sentence(list(checks))
+    if promoted:
+        was = f", version {previous_champion} until now" if previous_champion else ""
+        return f"Champion since its registration: {reason}{was}. {gates}"
+    if first_failure(list(checks)) is not None:
+        return f"Not champion: it did not pass its gates. {gates}"
+    return f"Not champion: {reason}. {gates}"
+
+
+def dethroned_description(by_version: str, reason: str) -> str:
+    """The previous champion's new description once ``by_version`` took its place."""
+    return f"Champion until version {by_version} replaced it ({reason})."
+
+
+def promotion_description(alias: str, previous: str | None, checks: list[GateCheck], forced: bool) -> str:
+    """Description after ``genlib promote`` pointed ``alias`` at the version."""
+    was = f" (was version {previous})" if previous else ""
+    how = "a forced promotion (genlib promote --force) past a failed gate" if forced else "a manual promotion"
+    return f"@{alias} by {how}{was}. {gates_sentence(list(checks))}"
