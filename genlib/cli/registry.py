@@ -29,9 +29,9 @@ def registry_list_command(as_json: bool = typer.Option(False, "--json", help="pr
 
 
 def promote_command(
-    name: str = typer.Argument(..., help="registered model, e.g. genlib-vae-digits"),
-    version: str = typer.Option(..., "--version", help="version number, or an alias such as challenger"),
-    alias: str = typer.Option("champion", "--alias"),
+    name: str = typer.Argument(..., metavar="NAME", help="registered model, e.g. genlib-vae-digits"),
+    version: str = typer.Option(..., "--version", metavar="N|ALIAS", help="version number, or an alias such as challenger"),
+    alias: str = typer.Option("champion", "--alias", metavar="ALIAS", help="the alias to point at the version"),
     force: bool = typer.Option(False, "--force", help="move the alias even if a gate fails"),
 ) -> None:
     """Point ALIAS of NAME at a version after checking its metric gates; refuses naming the failed gate."""
@@ -40,12 +40,15 @@ def promote_command(
 
     configure_tracking()
     done = promote(name, version, alias, force=force)
+    if done.previous == done.version and not done.forced:
+        typer.echo(f"{done.name}: version {done.version} is already @{done.alias}; nothing changed")
+        return
     forced = " (forced past a failed gate)" if done.forced else ""
     typer.echo(f"{done.name}@{done.alias} -> version {done.version} (was {done.previous or 'unset'}){forced}")
 
 
 def report_command(
-    run: Optional[str] = typer.Option(None, "--run", help="an evaluation run id (default: the latest report)"),
+    run: Optional[str] = typer.Option(None, "--run", metavar="RUN_ID", help="an evaluation run id (default: the latest report)"),
     as_json: bool = typer.Option(False, "--json", help="print the tables as JSON records"),
 ) -> None:
     """Print the latest evaluation's tables, read back from its MLflow run."""
@@ -67,6 +70,9 @@ def report_command(
         raise RegistryError(f"cannot read evaluation run {run}: {str(err).splitlines()[0]}") from None
     if not tables:
         raise RegistryError(f"run {run} has no evaluation tables")
+    from genlib.evaluation.field_checks import field_checks
+
+    tables.setdefault("field_checks", field_checks(tables))  # what the field knows, read off these tables
     if as_json:
         payload = {name: json_safe(df.astype(object).where(df.notna(), None).to_dict(orient="records"))
                    for name, df in tables.items()}
