@@ -109,17 +109,27 @@ def test_quality_benchmark_smoke_preset_runs_every_stage(tmp_path):
     assert any("PCA" in r["what"] for r in rows) and any("AIS" in r["what"] for r in rows)
 
 
-def test_quality_settings_overrides_parse_and_refuse_bad_values(tmp_path, capsys):
+def test_quality_presets_are_profiles_and_set_uses_the_one_parser(tmp_path, capsys):
     from bench import quality
+    from genlib.errors import ConfigError
+    from genlib.presets import get_profile
 
-    s = quality.apply_overrides(quality.PRESETS["cpu-long"], ["rbm_cd_k=25", "seeds=[0,1]", "likelihood_images=null"])
-    assert (s.rbm_cd_k, s.seeds, s.likelihood_images) == (25, (0, 1), None)
-    assert s.ae_epochs == quality.PRESETS["cpu-long"].ae_epochs  # untouched fields keep the preset's values
-    for bad in ("rbm_cd_k=0", "nope=1", "seeds=3", "ae_epochs=null", "ae_epochs=1.5"):
-        with pytest.raises(ValueError, match="--set"):
-            quality.apply_overrides(s, [bad])
+    # Every preset is a registered profile of genlib's preset system.
+    for preset in quality.PRESETS:
+        assert get_profile(quality.profile_name(preset)).evaluation.name == quality.profile_name(preset)
+    base = quality.resolve_run("cpu-long", [])
+    run = quality.resolve_run("cpu-long", ["cd_k=25", "seeds=[0,1]", "likelihood_images=null", "train.epochs=2"])
+    assert run.spec("rbm").model.cd_k == 25 and base.spec("rbm").model.cd_k == 10
+    assert (run.evaluation.seeds, run.evaluation.likelihood_images) == ((0, 1), None)
+    assert {run.spec(f).train.epochs for f in run.families} == {2}  # train fields reach every family
+    assert run.spec("vae").model == base.spec("vae").model  # untouched settings keep the preset's values
+    assert run.evaluation.iwae_k == base.evaluation.iwae_k
+    for bad in ("cd_k=0", "nope=1", "seeds=3", "train.epochs=null", "train.epochs=1.5", "noise_level=0.3"):
+        with pytest.raises(ConfigError):
+            quality.resolve_run("cpu-long", [bad])
     # The command line turns it into one line and exit status 2, before loading any data.
-    assert quality.main(["--preset", "smoke", "--set", "rbm_cd_k=0", "--markdown", str(tmp_path / "q.md")]) == 2
+    assert quality.main(["--preset", "smoke", "--set", "cd_k=0", "--markdown", str(tmp_path / "q.md")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --set")
+    assert len(err) == 1 and err[0].startswith("error: ") and "cd_k" in err[0]
     assert not (tmp_path / "q.md").exists()
+

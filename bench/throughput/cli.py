@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--families", help="comma list of registered models (default all)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per measurement (default 3)")
-    p.add_argument("--profile", choices=("quick", "full"), help="genlib.profiles settings (default: quick with --quick, else full)")
+    p.add_argument("--profile", help="a registered genlib profile (genlib.presets; default: quick with --quick, else full)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of the naive loop and genlib's equal-batch row")
     p.add_argument("--big-batch", type=int, help="genlib's bigger batch (default 512 with --quick, else 1024)")
     p.add_argument("--bigger-batch", type=int, help="one more tuned row at this batch (default 2048; 0: none)")

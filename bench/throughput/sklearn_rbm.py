@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from bench.common import fmt_num, median, ratio, timed
-from genlib.models import get_model, make_config
+from genlib.models import get_model
+from genlib.spec import resolve_spec
 from genlib.training.loop import train_one_epoch
 
 
@@ -57,19 +58,17 @@ def compare_rbm_with_sklearn(
     test_np = test.flatten(1).numpy()
     y_train = torch.zeros(n, dtype=torch.long)
     image_shape = tuple(int(d) for d in train.shape[1:])
-    config = make_config(
-        "rbm",
-        {
-            "image_shape": image_shape,
-            "hidden_units": hidden,
-            "cd_k": 1,
-            "persistent": True,
-            "lr": lr,
-            "momentum": 0.0,
-            "weight_decay": 0.0,
-            "binarize": False,  # the data are binary already, as scikit-learn sees them
-        },
-    )
+    # The full profile's RBM with scikit-learn's settings where they differ (resolved like any run).
+    config = resolve_spec("full", "rbm", {"model": {
+        "image_shape": image_shape,
+        "hidden_units": hidden,
+        "cd_k": 1,
+        "persistent": True,
+        "lr": lr,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "binarize": False,  # the data are binary already, as scikit-learn sees them
+    }}).model
 
     train_np64 = train_np.astype(np.float64)  # what `X / 255.0` or a float64 array gives scikit-learn by default
 

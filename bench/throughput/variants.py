@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from bench.throughput.data import BenchData
-from genlib.models import GenerativeModel, make_config
-from genlib.profiles import family_settings
+from genlib.models import GenerativeModel
+from genlib.spec import resolve_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +80,8 @@ class NotApplicable(Exception):
 
 
 def family_config(family: str, profile: str, data: BenchData) -> Any:
-    """The family's model config from the training profile, for images shaped like ``data``."""
-    overrides = dict(family_settings(profile, family).model)
-    overrides.update(image_shape=data.image_shape, num_classes=max(data.num_classes, 2))
-    return make_config(family, overrides)
+    """The family's model config in ``profile`` (resolved by genlib's run spec), for images shaped like ``data``."""
+    return resolve_spec(profile, family, data_shape=(data.image_shape, max(data.num_classes, 2))).model
 
 
 def fused_optimizer(opt: torch.optim.Optimizer) -> tuple[torch.optim.Optimizer, str]:
