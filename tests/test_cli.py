@@ -394,3 +394,73 @@ def test_help_still_works(capsys):
     code, stdout, err = run_main(["train", "--help"], capsys)
     assert code == 0 and err == ""
     assert "--latent-dim" in stdout and "--out" in stdout
+
+
+# --- help, start-up and the model catalog -----------------------------------------------------------------
+
+
+def _all_commands():
+    import typer
+
+    from genlib.cli import app
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    yield from walk(typer.main.get_command(app), [])
+
+
+def test_every_option_has_help_and_no_help_page_shows_type_artefacts(capsys):
+    seen = 0
+    for path, command in _all_commands():
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, f"genlib {' '.join(path)} {param.opts[0]} has no help text"
+        code, stdout, err = run_main([*path, "--help"], capsys)
+        assert code == 0 and err == "", path
+        for artefact in ("<bool>", "<str>", "<int>", "<float>", "<path>", "{"):
+            assert artefact not in stdout, (path, artefact)
+        seen += 1
+    assert seen >= 11  # the app, ten commands, the registry group
+
+
+def test_usage_names_the_argument_plainly(capsys):
+    _, stdout, _ = run_main(["promote", "--help"], capsys)
+    assert "Usage: genlib promote [OPTIONS] NAME" in " ".join(stdout.split())
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["models"], ["datasets"]])
+def test_listing_commands_import_neither_torch_prefect_nor_mlflow(argv, tmp_path):
+    code = ("import sys\nfrom genlib.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    code = e.code\nprint(sorted(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules), code)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "[] 0", proc.stdout + proc.stderr
+
+
+def test_the_catalog_agrees_with_the_model_classes():
+    from genlib.models import GenerativeModel, get_model_class, list_models
+    from genlib.models.catalog import BUILTIN, CLASS_FIELDS, builtin_names, model_info
+
+    assert builtin_names() == list_models() == MODEL_NAMES
+    for name in builtin_names():
+        cls, info = get_model_class(name), model_info(name)
+        assert (cls.__name__, cls.__module__) == (info.class_name, info.module)
+        assert {f: getattr(cls, f) for f in CLASS_FIELDS} == info.class_values(), name
+        # ... and with what the class implements
+        assert (cls.sample is not GenerativeModel.sample) == info.generates, name
+        assert (cls.reconstruct is not GenerativeModel.reconstruct) == info.reconstructs, name
+    assert {n for n, i in BUILTIN.items() if i.conditional} == {"cgan", "cvae"}
+
+
+def test_models_command_prints_the_catalog(capsys):
+    from genlib.models.catalog import model_info
+
+    code, stdout, _ = run_main(["models"], capsys)
+    assert code == 0
+    for line in stdout.strip().splitlines():
+        name, class_name, *caps = line.replace(",", "").split()
+        info = model_info(name)
+        assert class_name == info.class_name and caps == info.capabilities

@@ -62,22 +62,66 @@ def test_registry_list_json(capsys, tracking):
     assert code == 0 and isinstance(json.loads(out), list)
 
 
-def test_report_reads_tables_back_from_the_evaluation_run(capsys, tracking):
+def _registered_version(name: str, family: str, metrics: dict[str, float]) -> str:
+    """A registered version of ``name`` carrying genlib's tags, as the pipeline registers them (no model files)."""
+    import uuid
+
     import mlflow
 
     from genlib.tracking import ensure_experiment
-    from genlib.tracking import tags as T
+    from genlib.tracking.registry import metric_tags
 
+    client = mlflow.MlflowClient()
+    run = client.create_run(ensure_experiment(f"cli-{uuid.uuid4().hex[:6]}"))
+    client.set_terminated(run.info.run_id)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, tags={"genlib.model": family})
+    tags = {"genlib.model": family, "genlib.dataset": "digits", "genlib.dataset_digest": "d" * 64,
+            "genlib.gates": "passed", **metric_tags(metrics)}
+    return str(client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id,
+                                           tags=tags).version)
+
+
+def test_promote_says_when_nothing_changed_and_registry_list_shows_the_alias(capsys, tracking):
+    from genlib.tracking.gates import RECON_FRACTION_OF_MEAN_IMAGE
+
+    name = "genlib-ae-clitest"
+    baseline = 1000.0  # the reconstruction gate passes well below RECON_FRACTION_OF_MEAN_IMAGE x baseline
+    metrics = {"test_sq_err_per_image": 0.1 * RECON_FRACTION_OF_MEAN_IMAGE * baseline, "test_mse": 0.001,
+               "baseline_sq_err_per_image": baseline, "test_loss": 1.0}
+    version = _registered_version(name, "ae", metrics)
+    code, out, err = run_cli(capsys, "promote", name, "--version", version)
+    assert code == 0, err
+    assert out.strip() == f"{name}@champion -> version {version} (was unset)"
+    code, out, err = run_cli(capsys, "promote", name, "--version", version)
+    assert code == 0, err
+    assert out.strip() == f"{name}: version {version} is already @champion; nothing changed"
+    code, out, _ = run_cli(capsys, "registry", "list")
+    row = next(line for line in out.splitlines() if line.startswith(name))
+    assert row.split()[1:3] == [version, "champion"] and "test_sq_err_per_image=" in row
+
+
+def test_report_prints_the_stored_report_and_the_tables_as_json(capsys, tracking):
+    import mlflow
+
+    from genlib.evaluation.report import EvaluationReport
+    from genlib.tracking import ensure_experiment
+    from genlib.tracking import tags as T
+    from genlib.tracking.runs import log_report
+
+    table = pd.DataFrame({"model": ["vae"], "fid": [3.5], "recognised": [0.97], "precision": [0.9], "recall": [0.8]})
     experiment_id = ensure_experiment("report-test")
     with mlflow.start_run(experiment_id=experiment_id, tags={T.KIND: "report"}) as run:
-        mlflow.MlflowClient().log_table(run.info.run_id, pd.DataFrame({"model": ["vae"], "fid": [3.5]}),
-                                        "tables/generative_quality.json")
+        log_report(EvaluationReport(tables={"generative_quality": table}), run.info.run_id)
     code, out, _ = run_cli(capsys, "report", "--json")
     payload = json.loads(out)
     assert code == 0 and payload["run_id"] == run.info.run_id
-    assert payload["tables"]["generative_quality"] == [{"model": "vae", "fid": 3.5}]
+    assert payload["tables"]["generative_quality"] == table.to_dict(orient="records")
     code, out, _ = run_cli(capsys, "report", "--run", run.info.run_id)
-    assert code == 0 and "## generative_quality" in out
+    assert code == 0 and out.startswith(f"# Evaluation report (MLflow run {run.info.run_id})")
+    assert "## generative_quality" in out and "| vae | 3.5 |" in out
     code, _, err = run_cli(capsys, "report", "--run", "0" * 32)
     assert code == 2 and "cannot read evaluation run" in _one_error_line(err)
 

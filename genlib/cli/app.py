@@ -13,19 +13,20 @@ import typer
 
 from genlib.cli import listing, pipeline, registry, train, ui
 from genlib.cli.common import EXIT_USER_ERROR
+from genlib.cli.help import Command, Group
 from genlib.errors import GenlibError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Classic generative models on MNIST-like images.")
-app.command("models")(listing.models_command)
-app.command("datasets")(listing.datasets_command)
-app.command("train")(train.train_command)
-app.command("sample")(train.sample_command)
-app.command("pipeline")(pipeline.pipeline_command)
-app.command("promote")(registry.promote_command)
-app.command("ui")(ui.ui_command)
-app.command("report")(registry.report_command)
-registry_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry (genlib-* models).")
-registry_app.command("list")(registry.registry_list_command)
+_HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, context_settings=_HELP,
+                  help="Classic generative models on MNIST-like images.")
+for _name, _function in (("models", listing.models_command), ("datasets", listing.datasets_command),
+                         ("train", train.train_command), ("sample", train.sample_command),
+                         ("pipeline", pipeline.pipeline_command), ("promote", registry.promote_command),
+                         ("ui", ui.ui_command), ("report", registry.report_command)):
+    app.command(_name, cls=Command)(_function)
+registry_app = typer.Typer(cls=Group, no_args_is_help=True, context_settings=_HELP,
+                           help="The MLflow model registry (genlib-* models).")
+registry_app.command("list", cls=Command)(registry.registry_list_command)
 app.add_typer(registry_app, name="registry")
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     click_exception, usage_error, no_args_is_help, abort = _click_exceptions()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="genlib", standalone_mode=False)
     except GenlibError as err:
         typer.echo(f"error: {str(err).splitlines()[0]}", err=True)
         sys.exit(EXIT_USER_ERROR)

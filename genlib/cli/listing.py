@@ -1,4 +1,4 @@
-"""``genlib models`` and ``genlib datasets``: what can be trained, on what."""
+"""``genlib models`` and ``genlib datasets``: what can be trained, on what. Neither imports torch."""
 
 from __future__ import annotations
 
@@ -6,19 +6,17 @@ import typer
 
 
 def models_command() -> None:
-    """List the registered model names and what each can do."""
-    from genlib.models import get_model_class, list_models
+    """List the model families and what each can do."""
+    from genlib.models.catalog import builtin_names, model_info
 
-    for name in list_models():
-        cls = get_model_class(name)
-        caps = [c for c, on in (("reconstructs", cls.reconstructs), ("generates", cls.generates),
-                                ("conditional", cls.conditional)) if on]
-        typer.echo(f"{name:<8} {cls.__name__:<8} {', '.join(caps)}")
+    for name in builtin_names():
+        info = model_info(name)
+        typer.echo(f"{name:<8} {info.class_name:<8} {', '.join(info.capabilities)}")
 
 
 def datasets_command() -> None:
     """List the named data sets and whether each is available offline here."""
-    from genlib.data import list_datasets
+    from genlib.data.catalog import list_datasets
 
     for info in list_datasets():
         state = "available" if info.available_offline else "missing"

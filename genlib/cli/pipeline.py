@@ -35,14 +35,19 @@ def _console_logging() -> None:
 
 
 def pipeline_command(
-    dataset: str = typer.Option("digits", "--dataset", help="data set name or path"),
-    models: Optional[str] = typer.Option(None, "--models", help="comma-separated families (default: all)"),
-    profile: str = typer.Option("quick", "--profile", help="quick or full"),
-    eval_profile: Optional[str] = typer.Option(None, "--eval-profile", help="default: --profile"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    dispatch: str = typer.Option("auto", "--dispatch", help="auto, local or deployment (train on GPU workers)"),
+    dataset: str = typer.Option("digits", "--dataset", metavar="NAME|PATH",
+                                 help="named data set (see `genlib datasets`) or a folder/file of images"),
+    models: Optional[str] = typer.Option(None, "--models", metavar="ae,vae,...",
+                                        help="comma-separated families (default: all, see `genlib models`)"),
+    profile: str = typer.Option("quick", "--profile", metavar="NAME", help="training settings: quick or full"),
+    eval_profile: Optional[str] = typer.Option(None, "--eval-profile", metavar="NAME",
+                                              help="evaluation settings (default: those of --profile)"),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda"),
+    dispatch: str = typer.Option("auto", "--dispatch", metavar="auto|local|deployment",
+                                  help="where training runs: here, or on the train deployment's workers (auto: "
+                                       "there when it exists)"),
     suite: bool = typer.Option(True, "--suite/--no-suite", help="run the suite-level evaluation"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="train every family this many epochs instead of the "
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="train every family this many epochs instead of the "
                                          "profile's (e.g. a CPU trial run of --profile full)"),
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1,
                                           help="train on a seeded subset of this many training images (default: all)"),

@@ -48,14 +48,14 @@ def promote_command(
 
 
 def report_command(
-    run: Optional[str] = typer.Option(None, "--run", metavar="RUN_ID", help="an evaluation run id (default: the latest report)"),
+    run: Optional[str] = typer.Option(None, "--run", metavar="RUN_ID",
+                                      help="an evaluation run id (default: the latest report)"),
     as_json: bool = typer.Option(False, "--json", help="print the tables as JSON records"),
 ) -> None:
     """Print the latest evaluation's tables, read back from its MLflow run."""
-    from genlib.evaluation import EvaluationReport
     from genlib.tracking import configure_tracking
-    from genlib.tracking.errors import RegistryError
     from genlib.tracking import tags as T
+    from genlib.tracking.errors import RegistryError
     from genlib.tracking.runs import latest_run, load_report_tables
 
     configure_tracking()
@@ -64,18 +64,39 @@ def report_command(
         if found is None:
             raise RegistryError("no evaluation report in the tracking store yet; run `genlib pipeline`")
         run = found.info.run_id
+    title = f"# Evaluation report (MLflow run {run})"
+    markdown = None if as_json else _stored_markdown(run)
+    if markdown is not None:  # the report as rendered when it was logged: no evaluation code to import
+        lines = markdown.splitlines()
+        typer.echo("\n".join([title, *lines[1:]] if lines[:1] and lines[0].startswith("# ") else [title, "", *lines]))
+        return
     try:
         tables = load_report_tables(run)
     except Exception as err:  # MlflowException for a missing run
         raise RegistryError(f"cannot read evaluation run {run}: {str(err).splitlines()[0]}") from None
     if not tables:
         raise RegistryError(f"run {run} has no evaluation tables")
-    from genlib.evaluation.field_checks import field_checks
-
-    tables.setdefault("field_checks", field_checks(tables))  # what the field knows, read off these tables
     if as_json:
         payload = {name: json_safe(df.astype(object).where(df.notna(), None).to_dict(orient="records"))
                    for name, df in tables.items()}
         typer.echo(json.dumps({"run_id": run, "tables": payload}, indent=2, default=str))
         return
-    typer.echo(EvaluationReport(tables=tables).markdown(title=f"Evaluation report (MLflow run {run})"))
+    from genlib.evaluation.report import EvaluationReport  # a run logged without report.md
+
+    typer.echo(EvaluationReport(tables=tables).markdown(title=title.removeprefix("# ")))
+
+
+def _stored_markdown(run_id: str) -> str | None:
+    """The ``report.md`` that :func:`genlib.tracking.runs.log_report` stored in the run, or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        if not any(a.path == "report.md" for a in client.list_artifacts(run_id)):
+            return None
+        import mlflow.artifacts
+
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/report.md")
+    except (MlflowException, OSError):
+        return None  # a missing run is reported, with its id, by the table path

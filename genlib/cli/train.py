@@ -15,19 +15,25 @@ from genlib.errors import ConfigError
 
 
 def train_command(
-    model: str = typer.Argument(..., help="registered model name (see `genlib models`)"),
-    dataset: str = typer.Option("digits", "--dataset", help="data set name or path"),
-    out: Path = typer.Option(..., "--out", help="output folder for model.pt, metrics.json and PNG grids"),
-    profile: str = typer.Option("quick", "--profile", help="default hyper-parameters: quick or full"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="default: the profile's"),
-    latent_dim: Optional[int] = typer.Option(None, "--latent-dim"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="default: the profile's"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="early stopping on validation loss"),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder with torchvision-layout data"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="FIELD=VALUE for any model., train. or evaluation. field, e.g. hidden_dims=[64] or train.lr_schedule=cosine (repeatable)"),
+    model: str = typer.Argument(..., metavar="MODEL", help="model family to train (see `genlib models`)"),
+    dataset: str = typer.Option("digits", "--dataset", metavar="NAME|PATH",
+                                 help="named data set (see `genlib datasets`) or a folder/file of images"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="output folder for model.pt, metrics.json and PNG grids"),
+    profile: str = typer.Option("quick", "--profile", metavar="NAME", help="settings to start from: quick or full"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="training epochs (default: the profile's)"),
+    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", metavar="N",
+                                            help="size of the code, for models that have one"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N",
+                                            help="examples per training step (default: the profile's)"),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="RATE", help="learning rate (default: the profile's)"),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="seed of the data split, the initial weights and the grids"),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda"),
+    patience: Optional[int] = typer.Option(None, "--patience", metavar="EPOCHS",
+                                          help="stop after this many epochs without a better validation loss"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", metavar="DIR",
+                                            help="folder with torchvision-layout data (default $GENLIB_DATA_ROOT)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="FIELD=VALUE", help="any model., train. or evaluation. setting, e.g. hidden_dims=[64] or "
+                                                 "train.lr_schedule=cosine (repeatable)"),
 ) -> None:
     """Train MODEL and write OUT/model.pt, OUT/metrics.json and reconstruction/sample grids."""
     from genlib.data import load_dataset
@@ -91,11 +97,12 @@ def _write_grids(model: Any, data: Any, folder: Path, seed: int) -> None:
 
 
 def sample_command(
-    checkpoint: Path = typer.Argument(..., help="a model.pt written by `genlib train`"),
-    n: int = typer.Option(64, "--n", min=1, max=10000),
-    labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated class labels (conditional models)"),
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(Path("samples.png"), "--out"),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="a model.pt written by `genlib train`"),
+    n: int = typer.Option(64, "--n", min=1, max=10000, metavar="N", help="how many images"),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="0,1,...",
+                                        help="class labels, cycled over the images (conditional models)"),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="seed of the noise the images are drawn from"),
+    out: Path = typer.Option(Path("samples.png"), "--out", metavar="FILE.png", help="where to write the grid"),
 ) -> None:
     """Draw N images from a trained generative model into one PNG grid."""
     import torch
@@ -106,7 +113,10 @@ def sample_command(
         raise ConfigError(f"--out {out}: expected the path of a .png file")
     model = load_checkpoint(checkpoint).model.eval()
     if not model.generates:
-        raise ConfigError(f"{checkpoint}: {model.name} does not generate; sampling needs vae, cvae, gan, cgan or rbm")
+        from genlib.models.catalog import BUILTIN
+
+        samplers = ", ".join(sorted(n for n, info in BUILTIN.items() if info.generates))
+        raise ConfigError(f"{checkpoint}: {model.name} does not generate; sampling needs one of {samplers}")
     label_list = parse_labels(labels)
     label_tensor = None
     if label_list is not None:

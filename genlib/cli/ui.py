@@ -21,8 +21,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def ui_command(
-    mlflow_port: int = typer.Option(5000, "--mlflow-port"),
-    prefect_port: int = typer.Option(4200, "--prefect-port"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port", metavar="PORT", help="port of the MLflow UI (another if taken)"),
+    prefect_port: int = typer.Option(4200, "--prefect-port", metavar="PORT", help="port of the Prefect UI and API (another if taken)"),
     once: bool = typer.Option(False, "--once", help="start both, wait until they answer, print the URLs, stop"),
 ) -> None:
     """Start the MLflow UI and a Prefect server on 127.0.0.1 and print both URLs (Ctrl-C stops them)."""

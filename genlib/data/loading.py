@@ -1,14 +1,14 @@
-"""``load_dataset`` (named or path, with on-disk cache) and ``list_datasets``."""
+"""``load_dataset``: a named data set or a path as seeded splits, with an on-disk cache."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from genlib.data import named as _named  # noqa: F401 - registers the named data sets
 from genlib.data.cache import cache_key, cache_path, default_cache_dir, load_cached, save_cached
+from genlib.data.catalog import DatasetInfo, list_datasets  # noqa: F401 - re-exported: listing is torch-free
 from genlib.data.files import resolve_path
 from genlib.data.registry import (
     DEFAULT_TEST_FRACTION,
@@ -17,33 +17,12 @@ from genlib.data.registry import (
     Request,
     default_data_root,
     find_entry,
-    registered,
     unknown_name_error,
 )
 from genlib.data.splits import DataSplits, make_splits, validate_fractions
 from genlib.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A named data set, whether it can be loaded without network here, and where it was found or looked for."""
-
-    name: str
-    description: str
-    available_offline: bool
-    location: str
-
-
-def list_datasets(root: str | Path | None = None) -> list[DatasetInfo]:
-    """Every registered data set with its offline availability under ``root`` (default data root)."""
-    root_path = Path(root).expanduser() if root is not None else default_data_root()
-    infos = []
-    for entry in registered():
-        available, location = entry.probe(root_path)
-        infos.append(DatasetInfo(entry.name, entry.description, available, location))
-    return infos
 
 
 def _plan(name_or_path: str, req: Request) -> Plan:

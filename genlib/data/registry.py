@@ -6,9 +6,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: listing the data sets must not import torch
+    from torch import Tensor
 
 from genlib.errors import UnknownNameError
 

@@ -54,8 +54,7 @@ class AE(GenerativeModel):
     """
 
     config_class = AEConfig
-    reconstructs = True
-    primary_metric = "test_sq_err_per_image"
+    # What it can do (reconstructs, generates, likelihood, ...) is declared in genlib/models/catalog.py.
 
     def __init__(self, config: AEConfig) -> None:
         super().__init__(config)

@@ -103,7 +103,8 @@ class GenerativeModel(nn.Module):
     ``conditional`` (takes labels), ``uses_autograd`` (False for the RBM), ``likelihood``
     (None; ``"variational"``: ELBO and importance-weighted bounds; ``"energy"``: an unnormalised
     model scored by pseudo-likelihood and AIS). Instance properties ``binarized_inputs`` and
-    ``noise`` say how inputs are treated (they depend on the config).
+    ``noise`` say how inputs are treated (they depend on the config). Built-in families get the class
+    attributes from ``genlib.models.catalog`` when they register.
     """
 
     name: ClassVar[str]

@@ -96,8 +96,7 @@ class GAN(GenerativeModel):
     """DCGAN with the non-saturating loss; the discriminator is updated first, then the generator."""
 
     config_class = GANConfig
-    generates = True
-    primary_metric = "fid"
+    # What it can do (reconstructs, generates, likelihood, ...) is declared in genlib/models/catalog.py.
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
@@ -197,4 +196,3 @@ class CGAN(GAN):
     """Class-conditional DCGAN: one-hot labels join z and, as constant maps, the discriminator's input."""
 
     config_class = CGANConfig
-    conditional = True

@@ -51,12 +51,7 @@ class RBM(GenerativeModel):
     """
 
     config_class = RBMConfig
-    likelihood = "energy"
-    reconstructs = True
-    generates = True
-    uses_autograd = False
-    primary_metric = "test_pseudo_log_likelihood"
-    primary_metric_lower_is_better = False
+    # What it can do (reconstructs, generates, likelihood, ...) is declared in genlib/models/catalog.py.
 
     def __init__(self, config: RBMConfig) -> None:
         super().__init__(config)

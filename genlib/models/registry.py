@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from genlib.errors import ConfigError, UnknownNameError
+from genlib.models.catalog import BUILTIN, CLASS_FIELDS
 
 _MODELS: dict[str, type] = {}
+_builtin_imported = False
 
 M = TypeVar("M", bound=type)
 
@@ -18,6 +21,8 @@ def register_model(name: str) -> Callable[[M], M]:
     """Class decorator that registers a model under ``name``; refuses duplicates.
 
     The class must define ``config_class``, a pydantic config whose ``model_name`` is ``name``.
+    A built-in family gets its capabilities from ``genlib.models.catalog`` (the one place they are
+    declared); a model from elsewhere declares them on its class.
     """
 
     def wrap(cls: M) -> M:
@@ -26,6 +31,14 @@ def register_model(name: str) -> Callable[[M], M]:
         config_class = getattr(cls, "config_class", None)
         if config_class is None or config_class.model_fields["model_name"].default != name:
             raise TypeError(f"{cls.__name__}.config_class must record model_name={name!r}")
+        info = BUILTIN.get(name)
+        if info is not None:
+            declared = sorted(set(CLASS_FIELDS) & set(vars(cls)))
+            if info.class_name != cls.__name__ or declared:
+                raise TypeError(f"{cls.__name__} registered as {name!r}: genlib/models/catalog.py names class "
+                                f"{info.class_name} and declares its {', '.join(declared) or 'capabilities'}")
+            for field, value in info.class_values().items():
+                setattr(cls, field, value)
         cls.name = name
         _MODELS[name] = cls
         return cls
@@ -33,12 +46,23 @@ def register_model(name: str) -> Callable[[M], M]:
     return wrap
 
 
+def _import_builtin() -> None:
+    """Import the module of every built-in family once (importing registers it), whichever module came first."""
+    global _builtin_imported
+    if not _builtin_imported:
+        _builtin_imported = True
+        for module in dict.fromkeys(info.module for info in BUILTIN.values()):
+            importlib.import_module(module)
+
+
 def list_models() -> list[str]:
     """Registered model names, sorted."""
+    _import_builtin()
     return sorted(_MODELS)
 
 
 def get_model_class(name: str) -> type:
+    _import_builtin()
     try:
         return _MODELS[name]
     except KeyError:

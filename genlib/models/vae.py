@@ -59,10 +59,7 @@ class VAE(GenerativeModel):
     """x (B, C, H, W) -> q(z|x) = N(mu, diag sigma^2), z (B, K) -> p(x|z). Loss is the negative ELBO per image."""
 
     config_class = VAEConfig
-    likelihood = "variational"
-    reconstructs = True
-    generates = True
-    primary_metric = "test_loss"
+    # What it can do (reconstructs, generates, likelihood, ...) is declared in genlib/models/catalog.py.
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
@@ -198,4 +195,3 @@ class CVAE(VAE):
     """Class-conditional VAE: one-hot labels join the encoder's input and the decoder's code."""
 
     config_class = CVAEConfig
-    conditional = True

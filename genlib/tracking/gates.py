@@ -146,9 +146,9 @@ def gates_for(model_name: str) -> list[Gate]:
     relative to the real floor: for them it is the only global measure, while for likelihood models
     it mostly measures blur, which their likelihood gate already judges.
     """
-    from genlib.models import get_model_class
+    from genlib.models.catalog import model_info  # capabilities without importing torch
 
-    cls = get_model_class(model_name)
+    cls = model_info(model_name)
     keys = [cls.primary_metric]
     gates: list[Gate] = []
     if cls.reconstructs:
@@ -201,9 +201,9 @@ def first_failure(results: list[GateCheck]) -> GateCheck | None:
 
 def beats(model_name: str, candidate: Mapping[str, float], champion: Mapping[str, float] | None) -> tuple[bool, str]:
     """Whether ``candidate`` is strictly better than ``champion`` on the family's primary metric."""
-    from genlib.models import get_model_class
+    from genlib.models.catalog import model_info
 
-    cls = get_model_class(model_name)
+    cls = model_info(model_name)
     key, lower = cls.primary_metric, cls.primary_metric_lower_is_better
     new = _value(candidate, key)
     if new is None or not math.isfinite(new):
