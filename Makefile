@@ -9,7 +9,7 @@ RUN := $(UV) run --frozen
 # make run's training subset of MNIST (seeded; the test set is the standard 10,000 images).
 RUN_TRAIN_IMAGES ?= 10000
 
-.PHONY: help uv sync run test test-slow bench lint clean
+.PHONY: help uv sync run test test-slow bench lint clean up down
 
 help:
 	@echo "make run | make test | make test-slow | make bench"
@@ -24,6 +24,14 @@ sync: uv
 
 run: sync
 	$(RUN) genlib pipeline --dataset mnist --n-train $(RUN_TRAIN_IMAGES) --profile quick --device cpu
+
+# The scheduled stack on this machine (Prefect + MLflow servers on 127.0.0.1, cpu/gpu workers, the
+# nightly deployment); `make down` stops what `make up` started. Options: make up UP_ARGS="--host ...".
+up: sync
+	$(RUN) genlib stack up $(UP_ARGS)
+
+down:
+	$(RUN) genlib stack down
 
 test: sync
 	$(RUN) pytest -q

@@ -1,0 +1,64 @@
+"""``genlib stack up | down | status``: the scheduled system on this machine (see genlib.stack)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Prefect and MLflow servers, cpu/gpu workers and the deployments, "
+                                             "on this machine (make up / make down).")
+
+
+def _project(project: Optional[Path]) -> Path:
+    from genlib.stack import project_dir
+
+    return project.expanduser().resolve() if project else project_dir()
+
+
+@app.command("up")
+def up_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface both servers bind (not loopback: needs "
+                             "MLFLOW_AUTH_ADMIN_PASSWORD and PREFECT_SERVER_API_AUTH_STRING)"),
+    prefect_port: int = typer.Option(4200, "--prefect-port", help="Prefect server (UI and API) port"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port", help="MLflow tracking server port"),
+    deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="run `prefect deploy --all` (prefect.yaml)"),
+    project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: "
+                                           "GENLIB_PROJECT_DIR, else this checkout)"),
+) -> None:
+    """Start the servers, one worker per pool and the deployments, or say that they already run."""
+    from genlib.stack import StackSettings, up
+
+    up(StackSettings(project=_project(project), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
+                     deploy=deploy), echo=typer.echo)
+
+
+@app.command("down")
+def down_command(
+    project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
+) -> None:
+    """Stop the processes `genlib stack up` started (by the PIDs it recorded)."""
+    from genlib.stack import down
+
+    down(_project(project), echo=typer.echo)
+
+
+@app.command("status")
+def status_command(
+    project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Whether the stack runs, and each of its processes."""
+    from genlib.stack import status
+
+    info = status(_project(project))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"genlib stack {'running' if info['running'] else 'not running'}")
+    for name, ok in info["processes"].items():
+        typer.echo(f"  {name:<15} {'alive' if ok else 'stopped'}")
+    if info["running"]:
+        typer.echo(f"  Prefect UI: {info['prefect_url']}\n  MLflow UI:  {info['mlflow_url']}")
