@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--iwae-k", type=int, default=1, help="training importance samples (1: ELBO)")
     g.add_argument("--eval-k", type=int, default=5000)
     g.add_argument("--eval-chunk", type=int, default=100)
+    g.add_argument("--eval-images", type=int, default=None, help="IWAE NLL on the first N test images (default all)")
     g = p.add_argument_group("gan")
     g.add_argument("--gan-features", type=int, default=64)
     g.add_argument("--fid-samples", type=int, default=10000)
