@@ -280,6 +280,7 @@ def _print_urls(state: Mapping[str, Any], echo: Callable[[str], None]) -> None:
     echo(f"  MLflow UI:  {state['mlflow_url']}")
     echo(f"  use them:   export PREFECT_API_URL={state['prefect_url']}/api MLFLOW_TRACKING_URI={state['mlflow_url']}"
          + ("  (plus PREFECT_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME/PASSWORD)" if state.get("auth") else ""))
+    echo('  or:         eval "$(genlib stack env)"')
     echo("  stop with:  make down  (or genlib stack down)")
 
 
@@ -301,3 +302,17 @@ def status(project: Path) -> dict[str, Any]:
     state = load_state(project) or {}
     return {"running": running(state), "prefect_url": state.get("prefect_url"), "mlflow_url": state.get("mlflow_url"),
             "processes": {r["name"]: alive(r) for r in state.get("processes", [])}}
+
+
+def env_lines(project: Path) -> list[str]:
+    """Shell lines pointing a shell at the running stack (``eval "$(genlib stack env)"``); credentials are
+    not printed: with authentication on, the user exports their own."""
+    state = load_state(project)
+    if not running(state):
+        raise ConfigError("genlib stack is not running here; start it with `make up`")
+    lines = [f"export PREFECT_API_URL={state['prefect_url']}/api",  # type: ignore[index]
+             f"export MLFLOW_TRACKING_URI={state['mlflow_url']}"]  # type: ignore[index]
+    if state.get("auth"):  # type: ignore[union-attr]
+        lines.append("# authentication is on: also export PREFECT_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME and "
+                     "MLFLOW_TRACKING_PASSWORD")
+    return lines

@@ -62,3 +62,14 @@ def status_command(
         typer.echo(f"  {name:<15} {'alive' if ok else 'stopped'}")
     if info["running"]:
         typer.echo(f"  Prefect UI: {info['prefect_url']}\n  MLflow UI:  {info['mlflow_url']}")
+
+
+@app.command("env")
+def env_command(
+    project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
+) -> None:
+    """Print export lines for the running stack: eval "$(genlib stack env)"."""
+    from genlib.stack import env_lines
+
+    for line in env_lines(_project(project)):
+        typer.echo(line)

@@ -98,7 +98,10 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, record: Map
 
 
 def port_free(host: str, port: int) -> bool:
+    """True when ``port`` can be bound on ``host`` the way the servers bind it (SO_REUSEADDR, so the
+    TIME_WAIT sockets a stopped server leaves behind do not count as in use)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
