@@ -133,3 +133,31 @@ def test_quality_presets_are_profiles_and_set_uses_the_one_parser(tmp_path, caps
     assert len(err) == 1 and err[0].startswith("error: ") and "cd_k" in err[0]
     assert not (tmp_path / "q.md").exists()
 
+
+def test_peers_compares_every_library_on_the_same_data_and_scores_them_with_genlib(tmp_path):
+    pytest.importorskip("pythae")
+    pytest.importorskip("learnergy")
+    from bench import peers
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nkept text\n")
+    report = peers.main(["--synthetic", "200", "--repeats", "2", "--epochs", "1", "--iwae-k", "3", "--iwae-images", "8",
+                         "--pl-exact-images", "2", "--rbm-hidden", "8", "--quiet", "--markdown", str(doc),
+                         "--json", str(tmp_path / "peers.json")])
+    assert set(report["vae"]["sides"]) == {"genlib", "pythae"}
+    assert set(report["rbm"]["sides"]) == {"genlib_cd1", "learnergy_cd1", "genlib_pcd1", "sklearn_pcd1"}
+    for part in ("vae", "rbm"):
+        for side in report[part]["sides"].values():
+            assert len(side["seconds_per_epoch"]) == 2 and side["s_per_epoch"]["median"] > 0
+        for r in report[part]["speedups"]:
+            assert len(r["paired"]) == 2 and r["min"] <= r["median"] <= r["max"]
+            assert math.isfinite(r["quality_genlib"]) and math.isfinite(r["quality_peer"])
+        assert report[part]["unmatched"]
+    # Every library's weights went through genlib's estimators: finite, and a log-likelihood bound is negative.
+    vae_q = report["vae"]["sides"]["pythae"]["quality_last_repeat"]
+    assert vae_q["elbo"] < 0 and vae_q["iwae_nll"] > 0
+    assert all(s["quality_last_repeat"]["pl_exact"] < 0 for s in report["rbm"]["sides"].values())
+    text = doc.read_text()
+    assert "kept text" in text and peers.PEERS_BEGIN in text and "pythae" in text and "learnergy" in text
+    json.loads((tmp_path / "peers.json").read_text())
+

@@ -1,0 +1,113 @@
+"""What every peer comparison shares: the data both sides see, the interleaved repeats, medians and ranges."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bench.common import median, ratio
+
+
+@dataclasses.dataclass
+class PeerData:
+    """Binary images every library sees: train (N, 1, 28, 28) and test (M, 1, 28, 28), float32 in {0, 1}.
+
+    Both are stochastic binarisations of MNIST's grey levels drawn once with fixed seeds (the
+    protocol genlib's likelihoods use), so no library's own binarisation (or lack of one) matters.
+    """
+
+    train: Tensor
+    test: Tensor
+    source: str
+
+
+def load_peer_data(n_train: int | None, n_test: int | None, seed: int = 0, synthetic: int | None = None) -> PeerData:
+    """MNIST (or ``synthetic`` random images, for tests) binarised once with seeds ``seed`` and ``seed + 1``."""
+    if synthetic:
+        g = torch.Generator().manual_seed(seed)
+        grey = torch.rand(synthetic + max(64, synthetic // 5), 1, 28, 28, generator=g) * (torch.rand(1, 1, 28, 28, generator=g) < 0.3)
+        x_train, x_test, source = grey[:synthetic], grey[synthetic:], f"synthetic ({synthetic})"
+    else:
+        from genlib.data import load_dataset
+
+        splits = load_dataset("mnist")
+        x_train, x_test, source = splits.x_train, splits.x_test, splits.source
+    x_train = x_train[:n_train] if n_train else x_train
+    x_test = x_test[:n_test] if n_test else x_test
+    train = torch.bernoulli(x_train.float(), generator=torch.Generator().manual_seed(seed)).contiguous()
+    test = torch.bernoulli(x_test.float(), generator=torch.Generator().manual_seed(seed + 1)).contiguous()
+    return PeerData(train, test, source)
+
+
+@dataclasses.dataclass
+class Fit:
+    """One library's fit: wall seconds of the whole fit (model built beforehand), per-epoch seconds where
+    the library exposes them, and the learned weights as a genlib model (scored by genlib's estimators)."""
+
+    seconds: float
+    epoch_seconds: list[float]
+    genlib_model: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One library in a comparison: ``fit(repeat)`` trains from scratch with seed-dependent initial weights."""
+
+    key: str
+    label: str
+    fit: Callable[[int], Fit]
+    genlib: bool = False
+
+
+def timed_fit(fn: Callable[[], tuple[list[float], Any]]) -> Fit:
+    """Run ``fn() -> (epoch_seconds, genlib_model)`` and time it."""
+    t0 = time.perf_counter()
+    epochs, model = fn()
+    return Fit(time.perf_counter() - t0, epochs, model)
+
+
+def interleave(sides: Sequence[Side], repeats: int, log: Callable[[str], None]) -> dict[str, list[Fit]]:
+    """Every side once per repeat, the order rotating between repeats so that load from other processes
+    falls on every side alike."""
+    fits: dict[str, list[Fit]] = {s.key: [] for s in sides}
+    for rep in range(repeats):
+        shift = rep % len(sides)
+        for side in list(sides[shift:]) + list(sides[:shift]):
+            fit = side.fit(rep)
+            fits[side.key].append(fit)
+            log(f"  repeat {rep + 1}/{repeats} {side.label}: {fit.seconds:.2f} s")
+    return fits
+
+
+def spread(values: Sequence[float]) -> dict[str, float | None]:
+    """Median, min and max (None when empty)."""
+    vals = [v for v in values if v is not None]
+    return {"median": median(vals), "min": min(vals) if vals else None, "max": max(vals) if vals else None}
+
+
+def speed_table(fits: dict[str, list[Fit]], sides: Sequence[Side], epochs: int) -> dict[str, Any]:
+    """Per side: seconds per epoch (whole fit / epochs) of every repeat, their median and range, and the
+    per-epoch seconds inside the fits where the library reports them (steady state, set-up excluded)."""
+    out = {}
+    for side in sides:
+        per_epoch = [f.seconds / epochs for f in fits[side.key]]
+        out[side.key] = {
+            "label": side.label,
+            "genlib": side.genlib,
+            "seconds_per_epoch": per_epoch,
+            "s_per_epoch": spread(per_epoch),
+            "steady_epoch_s": spread([s for f in fits[side.key] for s in f.epoch_seconds]),
+        }
+    return out
+
+
+def speedup(fits: dict[str, list[Fit]], genlib_key: str, peer_key: str) -> dict[str, Any]:
+    """How many times faster genlib is than the peer: the peer's seconds over genlib's, repeat by repeat
+    (both ran in the same repeat, so they saw similar load); median and range of those paired ratios."""
+    paired = [ratio(p.seconds, g.seconds) for g, p in zip(fits[genlib_key], fits[peer_key])]
+    return {"genlib": genlib_key, "peer": peer_key, "paired": paired, **spread(paired)}
