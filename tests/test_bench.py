@@ -50,7 +50,32 @@ def test_measure_family_reports_both_sides_and_ratios(tiny, family):
     assert result["ratio_equal_batch"] == genlib["ratio_vs_naive"] > 0
     assert variants["genlib_b64"]["ratio_vs_naive"] > 0
     assert result["best"]["variant"] in variants
+    # MLP families get the matrix-multiply limit: achieved GFLOP/s over the torch.mm rate at the same shapes.
+    limit = genlib["limit"]
+    assert limit["applies"] and limit["mm_gflops"] > 0 and limit["achieved_gflops"] > 0
+    assert limit["fraction"] == pytest.approx(limit["achieved_gflops"] / limit["mm_gflops"])
+    assert variants["genlib_b64_prealloc"]["median_samples_per_s"] > 0
+    assert variants["genlib_b64_nomon"]["median_samples_per_s"] > 0
     json.dumps(result)  # the report is written as JSON
+
+
+def test_step_flops_are_those_of_the_linear_layers_forward_and_backward():
+    from torch import nn
+
+    from bench.throughput.limit import step_profile
+    from genlib.models import get_model, make_config
+
+    model = get_model("ae", make_config("ae", {"hidden_dims": (16,), "latent_dim": 4}))
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    # Forward and the weight gradients take every layer's in x out once each, the input gradients all but the
+    # first layer's (the images need none): 2 FLOPs per multiply-add.
+    macs = 3 * sum(m.in_features * m.out_features for m in linears) - linears[0].in_features * linears[0].out_features
+    x = torch.rand(8, 1, 28, 28)
+    profile = step_profile(model, model.configure_optimizers(), x, torch.zeros(8, dtype=torch.long), torch.device("cpu"))
+    assert profile["applies"] and profile["mflop_per_image"] * 1e6 == pytest.approx(2 * macs)
+    conv = get_model("conv-ae", make_config("conv-ae", {"channels": (4, 8), "latent_dim": 4}))
+    assert not step_profile(conv, conv.configure_optimizers(), x, torch.zeros(8, dtype=torch.long),
+                            torch.device("cpu"))["applies"]
 
 
 def test_compare_rbm_with_sklearn_reports_time_and_pseudo_likelihoods(tiny):

@@ -9,8 +9,10 @@ import torch
 
 from bench.common import fmt_num, fmt_rate, median, ratio
 from bench.throughput.data import BenchData
+from bench.throughput.limit import achieved, step_profile
 from bench.throughput.runner import Runner
 from bench.throughput.variants import build_variants, family_config
+from genlib.models import get_model
 
 
 def short_error(err: BaseException) -> str:
@@ -32,12 +34,14 @@ def measure_family(
     repeats: int = 3,
     target_seconds: float = 0.25,
     seed: int = 0,
+    limits: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Training samples/s of every variant of ``family`` (interleaved repeats) and the ratios to the naive loop.
 
     Returns a JSON-able dict: ``variants`` (per variant: every repeat's samples and seconds,
-    ``samples_per_s``, ``median_samples_per_s``, ``ratio_vs_naive``), ``ratio_equal_batch``
+    ``samples_per_s``, ``median_samples_per_s``, ``ratio_vs_naive`` and, with ``limits``, ``limit``: GFLOP/s
+    achieved against the torch.mm rate at the step's shapes, see ``bench.throughput.limit``), ``ratio_equal_batch``
     (genlib vs naive at the same batch size) and ``best`` (genlib's fastest variant).
     """
     config = family_config(family, profile, data)
@@ -101,6 +105,18 @@ def measure_family(
             "error": r.error,
             "skipped": r.skipped,
         }
+    if limits:
+        profiles: dict[int, dict[str, Any]] = {}
+        for r in runners:
+            v = r.variant
+            if v.side != "genlib" or v.compiled or r.error or r.skipped:
+                continue
+            if v.batch_size not in profiles:
+                torch.manual_seed(seed)
+                model = get_model(family, config).to(device)
+                profiles[v.batch_size] = step_profile(model, model.configure_optimizers(), data.x[: v.batch_size],
+                                                      data.y[: v.batch_size], device)
+            out_variants[v.key]["limit"] = achieved(profiles[v.batch_size], out_variants[v.key]["median_samples_per_s"])
     genlib_rows = [(k, v) for k, v in out_variants.items() if v["side"] == "genlib" and v["median_samples_per_s"]]
     best_key, best = max(genlib_rows, key=lambda kv: kv[1]["median_samples_per_s"], default=(None, None))
     equal = out_variants.get(f"genlib_b{batch_size}", {})

@@ -82,6 +82,24 @@ def render_markdown(report: dict[str, Any]) -> str:
             steps_header.append(f"{labels[b]} / {labels[a]}")
         step_rows = [[fam["family"]] + [_step(fam["variants"].get(a), fam["variants"].get(b)) for a, b in pairs] for fam in fams]
         lines += ["## What each change did (speed-up of each column over the one before)", "", _markdown(steps_header, step_rows), ""]
+        limit_rows = [
+            {"family": fam["family"], "variant": v["label"], "MFLOP/image": round(lim["mflop_per_image"], 2),
+             "achieved GFLOP/s": round(lim["achieved_gflops"], 1), "torch.mm GFLOP/s, same shapes": round(lim["mm_gflops"], 1),
+             "fraction": f"{lim['fraction']:.0%}"}
+            for fam in fams for v in fam["variants"].values()
+            if (lim := v.get("limit") or {}).get("applies") and lim.get("fraction") is not None
+        ]
+        if limit_rows:
+            lines += [
+                "## Against the machine's matrix-multiply rate (MLP families)",
+                "",
+                "FLOPs are those of the matrix products one training step runs (forward, backward, the RBM's CD "
+                "products), recorded by a dispatch mode; the torch.mm rate replays exactly those products (same "
+                "shapes, strides, dtype) back to back in the same run. The fraction is achieved over that rate.",
+                "",
+                format_table(limit_rows, style="markdown"),
+                "",
+            ]
         lines += ["Variants:", ""]
         for k in keys:
             v = next(f["variants"][k] for f in fams if k in f["variants"])

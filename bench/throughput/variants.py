@@ -22,6 +22,8 @@ class Variant:
     batch_size: int
     tuned: bool = False  # fused optimizers; on CUDA also cudnn.benchmark and channels_last
     compiled: bool = False
+    prealloc: bool = False  # one gather per epoch into preallocated buffers; batches are views of them
+    monitors: bool = True  # False: loss terms are not accumulated per batch (no extra ops, no sync)
     change: str = ""
 
 
@@ -54,6 +56,16 @@ def build_variants(
         )
     variants.append(
         Variant(f"genlib_b{big_batch}_tuned", f"+tuned b{big_batch}", "genlib", big_batch, tuned=True, change=tuned_change)
+    )
+    variants.append(
+        Variant(f"genlib_b{big_batch}_prealloc", f"+prealloc b{big_batch}", "genlib", big_batch, tuned=True,
+                prealloc=True, change="tuned, and each epoch's shuffled copy gathered once into preallocated "
+                "buffers (batches are views: no per-batch index_select allocation)")
+    )
+    variants.append(
+        Variant(f"genlib_b{big_batch}_nomon", f"+no monitors b{big_batch}", "genlib", big_batch, tuned=True,
+                prealloc=True, monitors=False, change="prealloc, and the loss terms not summed per batch "
+                "(the per-epoch means genlib logs; on CUDA the epoch's one host sync)")
     )
     if bigger_batch and bigger_batch != big_batch:
         variants.append(

@@ -1,0 +1,125 @@
+"""How close a training step comes to the machine's matrix-multiply rate at the model's own shapes.
+
+One training step is run under a dispatch mode that records every matrix product it executes
+(forward, backward and the RBM's hand-written CD products): their FLOPs per image turn a measured
+samples/s into achieved GFLOP/s, and replaying exactly those products (same shapes, strides and dtype)
+with ``torch`` alone gives the rate the matmul kernels reach on this machine, in the same run. The
+ratio is the share of the step that is matrix-multiply work at full speed; what is left goes to
+element-wise work, the optimizer, data movement and Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bench.common import synchronize
+
+_aten = torch.ops.aten
+MATMULS = {_aten.mm.default: (0, 1), _aten.addmm.default: (1, 2), _aten.bmm.default: (0, 1)}
+CONVOLUTIONS = {_aten.convolution.default, _aten.convolution_backward.default, _aten.cudnn_convolution.default}
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+    """One recorded matrix product: the op and the shape, stride and dtype of every tensor argument."""
+
+    op: Any
+    tensors: tuple[tuple[tuple[int, ...], tuple[int, ...], torch.dtype] | None, ...]
+    flops: int
+
+
+def _flops(op: Any, args: tuple[Any, ...]) -> int:
+    a, b = (args[i] for i in MATMULS[op])
+    batch = a.shape[0] if a.dim() == 3 else 1
+    m, k = a.shape[-2:]
+    return 2 * batch * int(m) * int(k) * int(b.shape[-1])
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.products: list[Product] = []
+        self.convolutions = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        if func in MATMULS:
+            tensors = tuple((tuple(a.shape), tuple(a.stride()), a.dtype) if isinstance(a, torch.Tensor) else None
+                            for a in args)
+            self.products.append(Product(func, tensors, _flops(func, args)))
+        elif func in CONVOLUTIONS:
+            self.convolutions += 1
+        return func(*args, **(kwargs or {}))
+
+
+def record_step(model: Any, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor) -> _Recorder:
+    """Run one training step of ``model`` on the batch (x (B, C, H, W), y (B,)) and record its products.
+
+    The step changes the model's weights: call it on a copy, or before the measured runs.
+    """
+    model.train()
+    with _Recorder() as rec:
+        model.training_step(x, y, opts, nullcontext())
+    return rec
+
+
+def _args(p: Product, device: torch.device) -> list[torch.Tensor]:
+    out = []
+    for shape, stride, dtype in p.tensors:  # type: ignore[misc]
+        t = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        out.append(t.normal_() if dtype.is_floating_point else t.zero_())
+    return out
+
+
+def matmul_rate(products: list[Product], device: torch.device, target_s: float = 0.2, trials: int = 3) -> float:
+    """GFLOP/s of replaying ``products`` back to back with torch alone (median of ``trials`` timed rounds)."""
+    args = [_args(p, device) for p in products]
+    flops = sum(p.flops for p in products)
+
+    def once() -> None:
+        for p, a in zip(products, args):
+            p.op(*a)
+
+    once()  # warm-up: allocations, kernel selection
+    synchronize(device)
+    t0 = time.perf_counter()
+    once()
+    synchronize(device)
+    rounds = max(1, int(target_s / max(time.perf_counter() - t0, 1e-6)))
+    rates = []
+    for _ in range(trials):
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            once()
+        synchronize(device)
+        rates.append(flops * rounds / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def step_profile(model: Any, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
+                 device: torch.device) -> dict[str, Any]:
+    """FLOPs per image of one step on the batch (x (B, C, H, W), y (B,)) and the torch.mm rate at its shapes.
+
+    Returns ``applies`` False (with ``why``) for steps with convolutions: the measure is for MLP families.
+    """
+    rec = record_step(model, opts, x.to(device), y.to(device))
+    if rec.convolutions or not rec.products:
+        return {"applies": False, "why": "convolutions in the step" if rec.convolutions else "no matrix products"}
+    return {"applies": True, "batch_size": int(x.shape[0]), "products_per_step": len(rec.products),
+            "mflop_per_image": sum(p.flops for p in rec.products) / x.shape[0] / 1e6,
+            "mm_gflops": matmul_rate(rec.products, device)}
+
+
+def achieved(profile: dict[str, Any], samples_per_s: float | None) -> dict[str, Any]:
+    """``profile`` with the GFLOP/s a measured samples/s means, and its fraction of the torch.mm rate."""
+    if not profile.get("applies") or not samples_per_s:
+        return dict(profile)
+    gflops = profile["mflop_per_image"] * samples_per_s / 1e3
+    return {**profile, "achieved_gflops": gflops, "fraction": gflops / profile["mm_gflops"]}
