@@ -7,9 +7,9 @@ import hashlib
 import json
 import os
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect import task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
@@ -117,9 +117,53 @@ class ConfigAndStore(CachePolicy):
         return digest_of(payload)
 
 
+@dataclasses.dataclass
+class SpecAndStore(CachePolicy):
+    """Cache key of a training task: task name + ``spec.cache_key(digest)`` (the RunSpec's canonical JSON of
+    what decides the weights, plus the data digest) + the tracking store (as in ConfigAndStore)."""
+
+    spec: str = "spec"
+    digest: str = "digest"
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
+                    **kwargs: Any) -> str | None:
+        from genlib.tracking import store_identity
+
+        key = inputs[self.spec].cache_key(inputs[self.digest])
+        return digest_of({"version": CACHE_VERSION, "task": task_ctx.task.name, "spec": key,
+                          "store": store_identity()})
+
+
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def run_is_usable(run_id: str, needs_model: bool = True) -> bool:
     """Whether a (possibly cached) run still exists, finished (with its model), in the current store."""
     from genlib.tracking.runs import run_is_usable as usable
 
     return usable(run_id, needs_model=needs_model)
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def run_or_reuse(task_: Task[..., R], *args: Any, needs_model: bool = False, label: str = "") -> R:
+    """Run ``task_`` (a task returning a result with ``run_id`` and ``cached``) or take its cached result;
+    a cached result whose MLflow run is gone from the store (deleted, unfinished, without its model) is
+    computed again. The one place that decision is made."""
+    if label:
+        task_ = task_.with_options(task_run_name=f"{task_.name}-{label}")
+    state = task_(*args, return_state=True)
+    result, cached = state.result(), state.name == "Cached"
+    if cached and not run_is_usable(result.run_id, needs_model=needs_model):
+        get_run_logger().warning("cached run %s of %s is gone from the tracking store; running it again",
+                                 result.run_id, task_.name)
+        result, cached = task_.with_options(refresh_cache=True)(*args), False
+    return result.model_copy(update={"cached": cached})
+
+
+def track(kind: str, **kwargs: Any) -> Any:
+    """:func:`genlib.tracking.runs.tracked_run` with this Prefect flow run's id among the standard tags."""
+    from prefect.runtime import flow_run
+
+    from genlib.tracking.runs import tracked_run
+
+    return tracked_run(kind, prefect_flow_run_id=str(flow_run.id or "") or None, **kwargs)  # type: ignore[arg-type]

@@ -7,12 +7,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from genlib.evaluation.profiles import EvalProfile
 from genlib.models import list_models
+from genlib.presets import ProfileName
+from genlib.spec import Overrides, RunSpec
 
-# The registered model names as a Literal, so the Prefect UI offers a drop-down (and pydantic refuses others).
-ModelName = Literal[tuple(list_models())]  # type: ignore[valid-type]
-ProfileName = Literal["quick", "full"]
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
+# The registered model names as a Literal, so the Prefect UI offers a choice (and pydantic refuses others).
+ALL_MODELS: tuple[str, ...] = tuple(list_models())
+ModelName = Literal[ALL_MODELS]  # type: ignore[valid-type]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DEVICE_HELP = "auto: $GENLIB_DEVICE when set (work pools set it), else CUDA when present, else the CPU"
+MODEL_OVERRIDES_EXAMPLE = {"vae": {"latent_dim": 8}, "gan": {"lr": 1e-4}}
+TRAIN_OVERRIDES_EXAMPLE = {"epochs": 5, "batch_size": 128}
+EVAL_OVERRIDES_EXAMPLE = {"fid_samples": 1000}
+
+
+def _as_value_error(fn: Any) -> Any:
+    """Run ``fn()``; a genlib error (one line) becomes the ValueError pydantic reports for the field."""
+    from genlib.errors import GenlibError
+
+    try:
+        return fn()
+    except GenlibError as err:
+        raise ValueError(str(err)) from None
 
 
 class _Params(BaseModel):
@@ -44,49 +61,40 @@ class DatasetRef(_Params):
     baselines: dict[str, float] = Field(default_factory=dict)
 
 
-def _check_overrides(family: str, profile: str, model_overrides: dict[str, Any],
-                     train_overrides: dict[str, Any]) -> None:
-    from genlib.models import make_config
-    from genlib.profiles import family_settings
-    from genlib.training import TrainConfig
-
-    settings = family_settings(profile, family)
-    make_config(family, {**settings.model, **model_overrides})
-    TrainConfig(**{**settings.train, **train_overrides})
-
-
-def _check_eval_profile(profile: str, overrides: dict[str, Any]) -> None:
-    from genlib.errors import GenlibError
-    from genlib.evaluation import get_eval_profile
-
-    try:
-        get_eval_profile(profile, **overrides)
-    except GenlibError as err:
-        raise ValueError(str(err)) from None
-
-
 class TrainParams(_Params):
-    """One family's training: profile settings, overridden field by field."""
+    """One family's training: a profile's settings with overrides (genlib.spec.resolve_spec merges them), or
+    the resolved ``spec`` itself (the pipeline hands its spec to the worker, so nothing is resolved twice)."""
 
     family: ModelName = Field(description="registered model name")  # type: ignore[valid-type]
     profile: ProfileName = "quick"
     data: DataParams = DataParams()
-    model_overrides: dict[str, Any] = Field(default_factory=dict, description="model config fields over the profile's")
-    train_overrides: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields over the profile's")
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto uses $GENLIB_DEVICE when set, else CUDA if present")
+    overrides: Overrides = Field(Overrides(), description="model / train / evaluation fields over the profile's",
+                                 json_schema_extra={"examples": [{"model": {"latent_dim": 8}, "train": {"epochs": 5}}]})
+    spec: RunSpec | None = Field(None, description="the resolved run spec (profile and overrides then unused)")
+    device: Device = Field("auto", description=DEVICE_HELP)
     image_every: int | None = Field(None, ge=1, description="also log image grids every that many epochs")
     expected_digest: str | None = Field(None, description="refuse to train when the loaded data's digest differs")
+    parent_run_id: str | None = Field(None, description="MLflow run to nest the train run under (the pipeline's)")
 
     @model_validator(mode="after")
-    def _configs_valid(self) -> TrainParams:
-        # Build both configs now, so a bad value fails validation before any work starts.
-        from genlib.errors import GenlibError
+    def _spec_valid(self) -> TrainParams:
+        # Resolve now, so a bad value fails validation before any work starts.
+        from genlib.spec import resolve_spec
 
-        try:
-            _check_overrides(self.family, self.profile, self.model_overrides, self.train_overrides)
-        except GenlibError as err:
-            raise ValueError(str(err)) from None
+        if self.spec is not None:
+            if self.spec.family != self.family:
+                raise ValueError(f"spec is for {self.spec.family}, family is {self.family}")
+        else:
+            _as_value_error(lambda: resolve_spec(self.profile, self.family, self.overrides))
         return self
+
+    def resolve(self, data: Any) -> RunSpec:
+        """The RunSpec for ``data`` (its image shape and class count): ``spec`` when given."""
+        from genlib.spec import data_shape, resolve_spec
+
+        if self.spec is not None:
+            return self.spec
+        return resolve_spec(self.profile, self.family, self.overrides, data_shape(data))
 
 
 class TrainResult(_Params):
@@ -102,19 +110,34 @@ class TrainResult(_Params):
     cached: bool = Field(False, description="True when this result came from the task cache (nothing retrained)")
 
 
+class RunRef(_Params):
+    """A run a task made (data, suite, report): its id, the compute seconds it took, and whether it was cached."""
+
+    run_id: str
+    experiment_id: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+
 class EvaluateParams(_Params):
     model_uri: str = Field(min_length=1, description="models:/..., runs:/... or models:/<name>@<alias>")
     data: DataParams = DataParams()
     profile: ProfileName = "quick"
-    device: str = Field("auto", pattern=DEVICE_PATTERN)
-    eval_overrides: dict[str, Any] = Field(default_factory=dict, description="EvalProfile fields over the profile's")
+    device: Device = Field("auto", description=DEVICE_HELP)
+    eval_overrides: dict[str, Any] = Field(default_factory=dict, description="evaluation profile fields over the "
+                                           "profile's", json_schema_extra={"examples": [EVAL_OVERRIDES_EXAMPLE]})
     train_run_id: str | None = Field(None, description="training run the evaluation belongs to (for tags)")
     expected_digest: str | None = None
 
     @model_validator(mode="after")
     def _profile_valid(self) -> EvaluateParams:
-        _check_eval_profile(self.profile, self.eval_overrides)
+        self.evaluation()
         return self
+
+    def evaluation(self) -> EvalProfile:
+        from genlib.spec import resolve_eval
+
+        return _as_value_error(lambda: resolve_eval(self.profile, {"evaluation": self.eval_overrides}))
 
 
 class EvaluateResult(_Params):
@@ -135,6 +158,7 @@ class RegisterParams(_Params):
     dataset: str
     dataset_digest: str
     metrics: dict[str, float] = Field(default_factory=dict)
+    eval_run_id: str | None = Field(None, description="the evaluation run whose metrics these are")
 
 
 class RegisterResult(_Params):
@@ -148,7 +172,8 @@ class RegisterResult(_Params):
 
 class PromoteParams(_Params):
     name: str = Field(min_length=1, description="registered model, e.g. genlib-vae-digits")
-    version: str = Field(min_length=1, description="version number or alias (e.g. challenger)")
+    version: str = Field(min_length=1, description="version number or alias (e.g. challenger)",
+                         json_schema_extra={"examples": ["challenger", "1"]})
     alias: str = "champion"
     force: bool = False
 
@@ -157,13 +182,19 @@ class PipelineParams(_Params):
     """The nightly job: one data preparation, then train -> evaluate -> register per family, then the suite."""
 
     data: DataParams = DataParams()
-    models: list[ModelName] = Field(default_factory=lambda: list_models(), min_length=1)  # type: ignore[valid-type]
-    profile: ProfileName = "quick"
+    # A static default (not a factory), so the deployment form shows every family selected.
+    models: list[ModelName] = Field(list(ALL_MODELS), min_length=1,  # type: ignore[valid-type]
+                                    description="families to train, evaluate and register")
+    profile: ProfileName = Field("quick", description="training presets: quick (CPU, minutes) or full (paper scale)")
     eval_profile: ProfileName | None = Field(None, description="evaluation profile (default: the training profile)")
-    device: str = Field("auto", pattern=DEVICE_PATTERN)
-    model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per family")
-    train_overrides: dict[str, Any] = Field(default_factory=dict, description="for every family")
-    eval_overrides: dict[str, Any] = Field(default_factory=dict, description="EvalProfile fields over the profile's")
+    device: Device = Field("auto", description=DEVICE_HELP)
+    model_overrides: dict[ModelName, dict[str, Any]] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="per family: model config fields over the profile's",
+        json_schema_extra={"examples": [MODEL_OVERRIDES_EXAMPLE]})
+    train_overrides: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every family",
+                                            json_schema_extra={"examples": [TRAIN_OVERRIDES_EXAMPLE]})
+    eval_overrides: dict[str, Any] = Field(default_factory=dict, description="evaluation profile fields",
+                                           json_schema_extra={"examples": [EVAL_OVERRIDES_EXAMPLE]})
     suite: bool = Field(True, description="also run the suite-level evaluation (five tables)")
     dispatch: Literal["auto", "local", "deployment"] = Field(
         "auto", description="train in-process, on the train deployment's workers, or there when it exists (auto)")
@@ -176,27 +207,34 @@ class PipelineParams(_Params):
 
     @model_validator(mode="after")
     def _overrides_valid(self) -> PipelineParams:
-        from genlib.errors import GenlibError
+        from genlib.spec import resolve_spec
 
         unknown = sorted(set(self.model_overrides) - set(self.models))
         if unknown:
             raise ValueError(f"model_overrides for families not in models: {', '.join(unknown)}")
-        try:
-            for family in self.models:
-                _check_overrides(family, self.profile, self.model_overrides.get(family, {}), self.train_overrides)
-        except GenlibError as err:
-            raise ValueError(str(err)) from None
-        _check_eval_profile(self.eval_profile or self.profile, self.eval_overrides)
+        for family in self.models:
+            _as_value_error(lambda: resolve_spec(self.profile, family, self.overrides(family)))
+        self.evaluation()
         return self
 
     @property
     def evaluation_profile(self) -> str:
         return self.eval_profile or self.profile
 
-    def train_params(self, family: str, expected_digest: str | None = None) -> TrainParams:
-        return TrainParams(family=family, profile=self.profile, data=self.data, device=self.device,
-                           model_overrides=self.model_overrides.get(family, {}), train_overrides=self.train_overrides,
-                           expected_digest=expected_digest)
+    def overrides(self, family: str) -> Overrides:
+        """The sections of ``family``'s overrides (assembled, not merged: resolve_spec merges)."""
+        return Overrides(model=self.model_overrides.get(family, {}), train=self.train_overrides,
+                         evaluation=self.eval_overrides)
+
+    def evaluation(self) -> EvalProfile:
+        from genlib.spec import resolve_eval
+
+        return _as_value_error(lambda: resolve_eval(self.evaluation_profile, {"evaluation": self.eval_overrides}))
+
+    def train_params(self, spec: RunSpec, expected_digest: str | None = None,
+                     parent_run_id: str | None = None) -> TrainParams:
+        return TrainParams(family=spec.family, profile=self.profile, data=self.data, device=self.device, spec=spec,
+                           expected_digest=expected_digest, parent_run_id=parent_run_id)
 
 
 class FamilySummary(_Params):
@@ -210,6 +248,12 @@ class FamilySummary(_Params):
 class PipelineResult(_Params):
     dataset: DatasetRef
     families: list[FamilySummary]
+    run_id: str | None = Field(None, description="the pipeline's parent MLflow run")
     report_run_id: str | None = None
     tracking_uri: str
     seconds: dict[str, float] = Field(default_factory=dict)
+
+
+# The task results that may be persisted (flows.results loads back these classes only).
+RESULT_MODELS: tuple[type[BaseModel], ...] = (DatasetRef, TrainResult, EvaluateResult, RunRef, RegisterResult,
+                                              FamilySummary, PipelineResult)

@@ -14,7 +14,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from genlib.errors import GenlibError
+from genlib.spec import RunSpec
 
+from flows.common import load_data, track
 from flows.evaluate import evaluate_logged_model, evaluate_suite_flow
 from flows.params import (
     DatasetRef,
@@ -27,8 +29,9 @@ from flows.params import (
     TrainResult,
 )
 from flows.prepare_data import prepare_data
+from flows.results import RESULTS
 from flows.register import register_version
-from flows.train import resolve_spec, train_family
+from flows.train import train_family
 
 _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -75,6 +78,15 @@ def use_train_deployment(dispatch: str, name: str) -> bool:
     return found
 
 
+@task(cache_policy=NO_CACHE)
+def resolve_specs(params: PipelineParams, dataset: DatasetRef) -> dict[str, RunSpec]:
+    """Each family's RunSpec for the prepared data (its image shape and classes), resolved once here."""
+    from genlib.spec import data_shape, resolve_spec
+
+    shape = data_shape(load_data(params.data, expected_digest=dataset.digest))
+    return {f: resolve_spec(params.profile, f, params.overrides(f), shape) for f in params.models}
+
+
 @task(cache_policy=NO_CACHE, task_run_name="submit_training-{params.family}")
 def submit_training(name: str, params: TrainParams) -> str:
     """Start a flow run of deployment ``name`` (as a child of this pipeline run); returns its id."""
@@ -92,7 +104,8 @@ def await_training(flow_run_id: str, params: TrainParams, dataset: DatasetRef, p
 
     from prefect.client.orchestration import get_client
 
-    from genlib.tracking.runs import CONFIG_KEY_TAG, KIND_TAG, latest_run
+    from genlib.tracking import tags as T
+    from genlib.tracking.runs import latest_run
 
     with get_client(sync_client=True) as client:
         while True:
@@ -102,8 +115,8 @@ def await_training(flow_run_id: str, params: TrainParams, dataset: DatasetRef, p
             time.sleep(poll_seconds)
     if run.state.type.value != "COMPLETED":
         raise GenlibError(f"training {params.family} on the worker ended {run.state.name}: {run.state.message or ''}")
-    key = resolve_spec.fn(params, dataset.digest).config_key
-    found = latest_run({KIND_TAG: "train", CONFIG_KEY_TAG: key}, [dataset.experiment_id])
+    key = params.spec.cache_key(dataset.digest)
+    found = latest_run({T.KIND: "train", T.CONFIG_KEY: key}, [dataset.experiment_id])
     if found is None or not found.outputs or not found.outputs.model_outputs:
         raise GenlibError(f"training {params.family} completed on the worker but no finished MLflow run has "
                           f"config key {key[:12]}; do the worker and the pipeline share the tracking server?")
@@ -112,69 +125,112 @@ def await_training(flow_run_id: str, params: TrainParams, dataset: DatasetRef, p
     return TrainResult(run_id=found.info.run_id, model_uri=f"models:/{model_id}", model_id=model_id,
                        family=params.family, config_key=key, metrics=metrics,
                        train_seconds=float(metrics.get("train_seconds", 0.0)),
-                       device=found.data.tags.get("genlib.device", "?"),
-                       cached=found.data.tags.get("genlib.prefect_flow_run_id") != flow_run_id)
+                       device=found.data.tags.get(T.DEVICE, "?"),
+                       cached=found.data.tags.get(T.PREFECT_FLOW_RUN_ID) != flow_run_id)
 
 
-@flow(name="pipeline")
+def _run_family(family: str, params: PipelineParams, dataset: DatasetRef, trained_by: Any) -> FamilySummary:
+    """Train (or take the worker's result), evaluate and register one family; errors end up in the summary."""
+    summary = FamilySummary(family=family)
+    try:
+        trained = trained_by()
+        summary = summary.model_copy(update={"train": trained})
+        evaluated = evaluate_logged_model(EvaluateParams(
+            model_uri=trained.model_uri, data=params.data, profile=params.evaluation_profile,
+            eval_overrides=params.eval_overrides, device=params.device, train_run_id=trained.run_id,
+            expected_digest=dataset.digest), dataset.digest, label=family)
+        summary = summary.model_copy(update={"evaluation": evaluated})
+        # The evaluation run's values are the only test metrics (training reports what training needs).
+        metrics = {**dataset.baselines, **evaluated.metrics}
+        registered = register_version.with_options(task_run_name=f"register_version-{family}")(RegisterParams(
+            run_id=trained.run_id, model_uri=trained.model_uri, family=family, dataset=dataset.name,
+            dataset_digest=dataset.digest, metrics=metrics, eval_run_id=evaluated.run_id))
+        return summary.model_copy(update={"registration": registered})
+    except Exception as err:  # one family's failure must not stop the others
+        get_run_logger().error("%s failed: %s", family, _first_line(err))
+        return summary.model_copy(update={"error": _first_line(err)})
+
+
+def _seconds(summaries: list[FamilySummary]) -> dict[str, float]:
+    """Compute (train, evaluate) and MLflow logging measured inside the tasks, for work not taken from the cache."""
+    out = {"train": 0.0, "evaluate": 0.0, "tracking": 0.0}
+    for s in summaries:
+        if s.train is not None and not s.train.cached:
+            out["train"] += s.train.train_seconds
+            out["tracking"] += s.train.tracking_seconds
+        if s.evaluation is not None and not s.evaluation.cached:
+            out["evaluate"] += s.evaluation.eval_seconds
+            out["tracking"] += s.evaluation.tracking_seconds
+    return out
+
+
+@flow(name="pipeline", result_serializer=RESULTS)
 def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
-    """Prepare the data, then train, evaluate and register every family in ``params.models``, then the suite."""
+    """Prepare the data, then train, evaluate and register every family in ``params.models``, then the suite,
+    all nested under one ``pipeline`` MLflow run that holds the summary table."""
     import mlflow
 
-    logger = get_run_logger()
+    from genlib.tracking import tags as T
+
     t_start = time.perf_counter()
-    # Compute (train, evaluate, suite) and MLflow logging measured inside the tasks; the rest is orchestration.
-    seconds: dict[str, float] = {"train": 0.0, "evaluate": 0.0, "suite": 0.0, "tracking": 0.0}
     dataset = prepare_data(params.data)
     remote = use_train_deployment(params.dispatch, params.train_deployment)
-    train_params = {f: params.train_params(f, dataset.digest) for f in params.models}
-    submitted: dict[str, Any] = {}
-    if remote:  # start every training first, so several GPU workers can take them at once
-        for family in params.models:
-            submitted[family] = submit_training(params.train_deployment, train_params[family], return_state=True)
+    with track("pipeline", experiment_id=dataset.experiment_id, name=f"pipeline-{params.profile}-{dataset.name}",
+               dataset=dataset.name, digest=dataset.digest,
+               tags={T.PROFILE: params.profile, T.EVAL_PROFILE: params.evaluation_profile,
+                     T.MODELS: ",".join(params.models)}) as parent_run_id:
+        specs = resolve_specs(params, dataset)
+        train_params = {f: params.train_params(specs[f], dataset.digest, parent_run_id) for f in params.models}
+        if remote:  # start every training first, so several GPU workers can take them at once
+            submitted = {f: submit_training(params.train_deployment, train_params[f], return_state=True)
+                         for f in params.models}
 
-    summaries: list[FamilySummary] = []
-    eval_runs: dict[str, str] = {}
-    for family in params.models:
-        summary = FamilySummary(family=family)
-        try:
-            # Steps run as this flow's tasks (a child flow run per step would cost about a second each).
-            if remote:
-                flow_run_id = submitted[family].result()
-                trained = await_training(flow_run_id, train_params[family], dataset)
-            else:
-                trained = train_family(train_params[family], dataset.digest)
-            summary = summary.model_copy(update={"train": trained})
-            if not trained.cached:
-                seconds["train"] += trained.train_seconds
-                seconds["tracking"] += trained.tracking_seconds
-            evaluated = evaluate_logged_model(EvaluateParams(
-                model_uri=trained.model_uri, data=params.data, profile=params.evaluation_profile,
-                eval_overrides=params.eval_overrides, device=params.device, train_run_id=trained.run_id,
-                expected_digest=dataset.digest), dataset.digest, label=family)
-            summary = summary.model_copy(update={"evaluation": evaluated})
-            eval_runs[family] = evaluated.run_id
-            if not evaluated.cached:
-                seconds["evaluate"] += evaluated.eval_seconds
-                seconds["tracking"] += evaluated.tracking_seconds
-            metrics = {**dataset.baselines, **trained.metrics, **evaluated.metrics}
-            registered = register_version.with_options(task_run_name=f"register_version-{family}")(RegisterParams(
-                run_id=trained.run_id, model_uri=trained.model_uri, family=family, dataset=dataset.name,
-                dataset_digest=dataset.digest, metrics=metrics))
-            summary = summary.model_copy(update={"registration": registered})
-        except Exception as err:  # one family's failure must not stop the others
-            logger.error("%s failed: %s", family, _first_line(err))
-            summary = summary.model_copy(update={"error": _first_line(err)})
-        summaries.append(summary)
+            def trained_by(f: str) -> Any:
+                return lambda: await_training(submitted[f].result(), train_params[f], dataset)
+        else:
+            def trained_by(f: str) -> Any:
+                return lambda: train_family(train_params[f], dataset.digest)
 
-    report_run_id = None
-    if params.suite and eval_runs:
-        report_run_id, seconds["suite"] = evaluate_suite_flow(dataset, params.evaluation_profile,
-                                                              params.eval_overrides, params.device, eval_runs)
-    seconds["total"] = time.perf_counter() - t_start
-    result = PipelineResult(dataset=dataset, families=summaries, report_run_id=report_run_id,
-                            tracking_uri=mlflow.get_tracking_uri(), seconds=seconds)
-    failed = [s.family for s in summaries if s.error]
-    if failed:
-        raise PipelineFailedError(f"{len(failed)} of {len(summaries)} families failed: {', '.join(failed)}", result)
+        summaries = [_run_family(f, params, dataset, trained_by(f)) for f in params.models]
+        seconds = {**_seconds(summaries), "suite": 0.0}
+        eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
+        report = None
+        if params.suite and eval_runs:
+            report = evaluate_suite_flow(dataset, params.evaluation(), params.device, eval_runs)
+            seconds["suite"] = report.seconds
+        seconds["total"] = time.perf_counter() - t_start
+        result = PipelineResult(dataset=dataset, families=summaries, run_id=parent_run_id,
+                                report_run_id=report.run_id if report else None,
+                                tracking_uri=mlflow.get_tracking_uri(), seconds=seconds)
+        log_summary(parent_run_id, result)
+        failed = [s.family for s in summaries if s.error]
+        if failed:
+            raise PipelineFailedError(f"{len(failed)} of {len(summaries)} families failed: {', '.join(failed)}",
+                                      result)
     return result
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_summary(run_id: str, result: PipelineResult) -> None:
+    """The summary table (one row per family: runs, version, aliases, why) into the pipeline run."""
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    rows = [summary_row(s) for s in result.families]
+    client.log_table(run_id, pd.DataFrame(rows), "summary.json")
+    client.log_dict(run_id, result.model_dump(mode="json"), "pipeline_result.json")
+    now = int(time.time() * 1000)
+    metrics = {f"{k}_seconds": v for k, v in result.seconds.items()}
+    metrics["families_failed"] = float(sum(1 for s in result.families if s.error))
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
+
+
+def summary_row(s: FamilySummary) -> dict[str, Any]:
+    reg = s.registration
+    return {"family": s.family, "train_run_id": s.train.run_id if s.train else None,
+            "eval_run_id": s.evaluation.run_id if s.evaluation else None,
+            "cached": bool(s.train and s.train.cached), "version": reg.version if reg else None,
+            "aliases": ",".join(reg.aliases) if reg else "", "promoted": bool(reg and reg.promoted),
+            "reason": reg.reason if reg else None, "error": s.error}

@@ -8,8 +8,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import ConfigAndStore, load_data, setup_tracking
-from flows.params import DataParams, DatasetRef
+from flows.common import ConfigAndStore, load_data, run_or_reuse, setup_tracking, track
+from flows.params import DataParams, DatasetRef, RunRef
+from flows.results import RESULTS
 
 
 @task(cache_policy=NO_CACHE)
@@ -38,30 +39,31 @@ def load_and_validate(params: DataParams) -> dict[str, Any]:
             "num_classes": data.num_classes, "baselines": data_baselines(data)}
 
 
-@task(cache_policy=ConfigAndStore(), retries=2, retry_delay_seconds=2)
-def log_dataset(params: DataParams, digest: str, baselines: dict[str, float]) -> tuple[str, str]:
-    """One ``data`` run per (data set, split, digest) in the data set's experiment. Returns (experiment id, run id)."""
+@task(cache_policy=ConfigAndStore(), retries=2, retry_delay_seconds=2, persist_result=True, result_serializer=RESULTS)
+def log_dataset(params: DataParams, digest: str, baselines: dict[str, float]) -> RunRef:
+    """One ``data`` run per (data set, split, digest) in the data set's experiment."""
     import mlflow
 
     from genlib.tracking import ensure_experiment, resolve_tracking
-    from genlib.tracking.runs import KIND_TAG, log_dataset_input
+    from genlib.tracking.runs import log_dataset_input
 
     data = load_data(params, expected_digest=digest)
     experiment_id = ensure_experiment(data.name, resolve_tracking())
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"data-{data.name}-{digest[:8]}",
-                          tags={KIND_TAG: "data", "genlib.dataset": data.name, "genlib.dataset_digest": digest}) as run:
-        log_dataset_input(data, context="dataset", run_id=run.info.run_id)
+    # Shared by every pipeline on this data: not nested under one of them.
+    with track("data", experiment_id=experiment_id, name=f"data-{data.name}-{digest[:8]}", dataset=data.name,
+               digest=digest, parent_run_id=None) as run_id:
+        log_dataset_input(data, context="dataset", run_id=run_id)
         mlflow.log_params({"dataset": params.dataset, "seed": params.seed, "n_train": data.sizes["train"],
                            "n_val": data.sizes["val"], "n_test": data.sizes["test"],
                            "image_shape": str(data.image_shape), "num_classes": data.num_classes})
         mlflow.log_metrics(baselines)
-    return experiment_id, run.info.run_id
+    return RunRef(run_id=run_id, experiment_id=experiment_id)
 
 
-@flow(name="prepare_data")
+@flow(name="prepare_data", result_serializer=RESULTS)
 def prepare_data(params: DataParams = DataParams()) -> DatasetRef:
     """Load, validate and split ``params.dataset`` and log it to MLflow; returns its DatasetRef (digest, sizes)."""
     check_tracking_store()
     summary = load_and_validate(params)
-    experiment_id, run_id = log_dataset(params, summary["digest"], summary["baselines"])
-    return DatasetRef(params=params, experiment_id=experiment_id, run_id=run_id, **summary)
+    logged = run_or_reuse(log_dataset, params, summary["digest"], summary["baselines"])
+    return DatasetRef(params=params, experiment_id=logged.experiment_id, run_id=logged.run_id, **summary)

@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.params import PromoteParams
 from flows.prepare_data import check_tracking_store
+from flows.results import RESULTS
 
 
 @task(cache_policy=NO_CACHE)
@@ -22,7 +23,7 @@ def move_alias(params: PromoteParams) -> str:
     return message
 
 
-@flow(name="promote")
+@flow(name="promote", result_serializer=RESULTS)
 def promote(params: PromoteParams) -> str:
     """Move ``params.alias`` of ``params.name`` to ``params.version`` if its gates pass (or ``force``)."""
     check_tracking_store()

@@ -6,6 +6,7 @@ cgan, the divergence test ae, the deployment test dae.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -51,7 +52,7 @@ def test_invalid_parameters_are_rejected_before_any_work(tracking):
     with pytest.raises(ValidationError, match="models"):
         PipelineParams(models=["nope"])
     with pytest.raises(ValidationError, match="latent_dim"):
-        TrainParams(family="vae", model_overrides={"latent_dim": 0})
+        TrainParams(family="vae", overrides={"model": {"latent_dim": 0}})
     with pytest.raises(ValidationError, match="epochs"):
         PipelineParams(models=["ae"], train_overrides={"epochs": 0})
     with pytest.raises(ValidationError, match="fid_samples"):
@@ -62,7 +63,7 @@ def test_invalid_parameters_are_rejected_before_any_work(tracking):
     with pytest.raises(ParameterTypeError):
         pipeline(params={"models": ["nope"]})
     with pytest.raises(ParameterTypeError):
-        train(params={"family": "vae", "model_overrides": {"hidden_dims": "wide"}})
+        train(params={"family": "vae", "overrides": {"model": {"hidden_dims": "wide"}}})
     assert len(_runs()) == before
 
 
@@ -95,30 +96,59 @@ def test_diverging_training_leaves_a_failed_run_and_registers_nothing(tracking):
 
 def test_pipeline_end_to_end_registers_champions_that_load(tracking):
     import mlflow
+    from mlflow import MlflowClient
 
     from flows.evaluate import SUITE_TABLES
     from flows.pipeline import pipeline
     from genlib.tracking import load_genlib_model
     from genlib.tracking.runs import load_report_tables
 
-    # Enough steps for both to pass their real gates on 600 images (about 10 s each on 2 cores).
+    # About 10 s of training each on 2 cores. Whether they pass the sample-quality gates at this size is
+    # not the point here (test_tracking tests the gates): a first registration is champion iff it passed.
     params = _params(["vae", "cgan"], train_overrides={"epochs": 12, "batch_size": 32},
                      model_overrides={"vae": {"lr": 3e-3}})
     first = pipeline(params)
     for family in first.families:
         assert family.error is None, family.error
-        assert family.registration.promoted and "champion" in family.registration.aliases, family.registration
+        reg = family.registration
+        assert "challenger" in reg.aliases and reg.promoted == (reg.failed_gate is None), reg
+        assert reg.promoted == ("champion" in reg.aliases)
         assert not family.train.cached
     assert set(SUITE_TABLES) <= set(load_report_tables(first.report_run_id))
 
-    vae = mlflow.pyfunc.load_model("models:/genlib-vae-digits@champion")
+    # One parent run per pipeline run: each family's train and evaluation runs, the suite and the report
+    # nest under it, and it holds the summary table.
+    client = MlflowClient()
+    parent = client.get_run(first.run_id)
+    assert parent.data.tags["genlib.kind"] == "pipeline" and parent.info.status == "FINISHED"
+    children = _runs(mlflow__parentRunId=first.run_id)
+    assert sorted(r.data.tags["genlib.kind"] for r in children) == [
+        "evaluation", "evaluation", "report", "suite", "train", "train"]
+    summary = client.load_table(parent.info.experiment_id, "summary.json", run_ids=[first.run_id])
+    assert sorted(summary["family"]) == ["cgan", "vae"] and summary["version"].notna().all()
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # One definition per metric: the registered (gated) value is the evaluation run's, and training logs
+    # no test metrics of its own. The evaluation's metrics are on the logged model too.
+    vae = next(f for f in first.families if f.family == "vae")
+    version = client.get_model_version("genlib-vae-digits", vae.registration.version)
+    eval_metrics = client.get_run(vae.evaluation.run_id).data.metrics
+    for key in ("test_loss", "test_sq_err_per_image", "fid"):
+        assert float(version.tags[f"metric.{key}"]) == eval_metrics[key], key
+    assert version.tags["genlib.eval_run_id"] == vae.evaluation.run_id
+    assert not [k for k in client.get_run(vae.train.run_id).data.metrics if k.startswith("test_")]
+    model_metrics = {m.key: m.value for m in client.get_logged_model(vae.train.model_id).metrics}
+    assert model_metrics["test_loss"] == eval_metrics["test_loss"] and "fid" in model_metrics
+
+    vae = mlflow.pyfunc.load_model("models:/genlib-vae-digits@challenger")
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     assert vae.predict(x).shape == (4, 1, 28, 28)
     assert vae.predict(x[:0], params={"n": 6, "seed": 0}).shape == (6, 1, 28, 28)
-    cgan = mlflow.pyfunc.load_model("models:/genlib-cgan-digits@champion")
+    cgan = mlflow.pyfunc.load_model("models:/genlib-cgan-digits@challenger")
     images = cgan.predict(x[:0], params={"n": 4, "seed": 3, "labels": [7, 7, 1, 1]})
     assert images.shape == (4, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
-    assert load_genlib_model("models:/genlib-cgan-digits@champion").name == "cgan"
+    assert load_genlib_model("models:/genlib-cgan-digits@challenger").name == "cgan"
 
     # Unchanged inputs: nothing retrains or re-evaluates, and no version is added.
     second = pipeline(params)
@@ -131,10 +161,23 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
 def test_train_cache_is_not_reused_against_another_tracking_store(tracking, tmp_path, monkeypatch):
     from flows.train import train
 
-    params = TrainParams(family="gan", data=DataParams(**SMALL_DATA), device="cpu", train_overrides={"epochs": 1},
-                         model_overrides={"generator_features": 8, "discriminator_features": 8})
+    params = TrainParams(family="gan", data=DataParams(**SMALL_DATA), device="cpu", overrides={
+        "train": {"epochs": 1}, "model": {"generator_features": 8, "discriminator_features": 8}})
     first = train(params)
     assert train(params).cached
+    # The cached result is JSON (a pydantic model's dump), never a pickle.
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    files = [p for p in PREFECT_LOCAL_STORAGE_PATH.value().expanduser().rglob("*") if p.is_file()]
+    cache_records = []
+    for path in files:
+        stored = json.loads(path.read_bytes())  # a pickle (base64 of one) would not parse
+        if "metadata" in stored:  # a cache record: its metadata names the serializer of its result
+            assert stored["metadata"]["serializer"]["type"] == "genlib-json", path
+            cache_records.append(json.loads(stored["result"]))
+        else:  # a run's own result (or a failed run's error), written by the same serializer
+            assert "model" in stored or "error" in stored, path
+    assert any(r.get("model") == "TrainResult" and r["data"]["run_id"] == first.run_id for r in cache_records)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
     other = train(params)
     assert not other.cached and other.run_id != first.run_id

@@ -72,7 +72,8 @@ def test_sqlite_store_in_unwritable_place_is_refused(tmp_path):
 
 GOOD = {"baseline_sq_err_per_image": 36.0, "test_sq_err_per_image": 8.0, "test_mse": 0.01, "test_loss": 280.0,
         "fid": 30.0, "fid_real_floor": 1.0, "class_accuracy": 0.9, "test_pseudo_log_likelihood": -150.0,
-        "ais_log_likelihood": -180.0, "baseline_bernoulli_log_likelihood": -290.0}
+        "ais_log_likelihood": -180.0, "baseline_bernoulli_log_likelihood": -290.0, "recognised": 0.9,
+        "precision": 0.8}
 
 
 @pytest.mark.parametrize("name", ["ae", "conv-ae", "dae", "vae", "cvae", "gan", "cgan", "rbm"])
@@ -90,9 +91,13 @@ def test_every_family_passes_good_metrics_and_fails_nan(name):
 def test_gates_follow_capabilities():
     from genlib.tracking.gates import check_gates, first_failure
 
-    assert [g.gate for g in check_gates("cgan", GOOD)] == ["finite", "fid", "class_accuracy"]
+    assert [g.gate for g in check_gates("cgan", GOOD)] == ["finite", "recognised", "precision", "fid",
+                                                            "class_accuracy"]
     assert [g.gate for g in check_gates("ae", GOOD)] == ["finite", "reconstruction"]
-    assert [g.gate for g in check_gates("rbm", GOOD)] == ["finite", "reconstruction", "likelihood"]
+    assert [g.gate for g in check_gates("vae", GOOD)] == ["finite", "reconstruction", "recognised", "precision"]
+    assert [g.gate for g in check_gates("rbm", GOOD)] == ["finite", "reconstruction", "recognised", "precision",
+                                                           "likelihood"]
+    assert first_failure(check_gates("vae", {**GOOD, "recognised": 0.2})).gate == "recognised"
     assert first_failure(check_gates("ae", {**GOOD, "test_sq_err_per_image": 30.0})).gate == "reconstruction"
     assert first_failure(check_gates("gan", {**GOOD, "fid": 60.0})).gate == "fid"  # max(20 x 1, 1 + 50) = 51
     assert first_failure(check_gates("gan", {**GOOD, "fid": 180.0, "fid_real_floor": 9.0})) is None  # 20 x 9
@@ -137,14 +142,14 @@ def logged_vae(mlflow_server, tiny_data):
     import mlflow
 
     from genlib.tracking import MLflowCallback, ensure_experiment, log_genlib_model
-    from genlib.training import TrainConfig, save_checkpoint, train_model
+    from genlib.training import TrainConfig, config_for_data, save_checkpoint, train_model
 
     mlflow.set_tracking_uri(mlflow_server)
     experiment_id = ensure_experiment(_unique("cb-"))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         cb = MLflowCallback(run.info.run_id, tiny_data.x_test, tiny_data.y_test, image_every=1)
-        trained = train_model("vae", tiny_data, {"hidden_dims": (64,), "latent_dim": 4}, TrainConfig(epochs=2),
-                              device="cpu", callbacks=[cb])
+        config = config_for_data("vae", tiny_data, {"hidden_dims": (64,), "latent_dim": 4})
+        trained = train_model(config, tiny_data, TrainConfig(epochs=2), device="cpu", callbacks=[cb])
         path = save_checkpoint(SCRATCH / f"{run.info.run_id}.pt", trained.model)
         info = log_genlib_model(path, trained.model, tiny_data.x_test)
     return run.info.run_id, info, trained
@@ -261,3 +266,75 @@ def test_promote_refusals_move_nothing(tracking, logged_vae):
     assert done.version == good.version and done.previous is None and aliases()["staging"] == good.version
     forced = promote(name, bad.version, force=True)
     assert forced.forced and aliases()["champion"] == bad.version
+
+
+# --- tracked runs ---------------------------------------------------------------------------------
+
+
+def test_tracked_runs_carry_standard_tags_and_nest_under_the_pipeline_run(tracking):
+    import os
+    import socket
+    import threading
+
+    from mlflow import MlflowClient
+
+    from genlib.tracking import ensure_experiment
+    from genlib.tracking import tags as T
+    from genlib.tracking.runs import tracked_run
+
+    client = MlflowClient()
+    experiment_id = ensure_experiment(_unique("runs-"))
+    assert client.get_experiment(experiment_id).tags[T.MLFLOW_EXPERIMENT_KIND] == T.CUSTOM_MODEL_DEVELOPMENT
+    with tracked_run("pipeline", experiment_id=experiment_id, name="p", dataset="digits", digest="a" * 64,
+                     prefect_flow_run_id="flow-1") as parent:
+        with tracked_run("train", experiment_id=experiment_id, name="t", config_key="k1", device="cpu") as train:
+            pass
+        seen: list[str] = []
+        # Prefect runs tasks in threads with a copy of the context: runs started there nest too.
+        import contextvars
+
+        def in_thread() -> None:
+            with tracked_run("evaluation", experiment_id=experiment_id, name="e") as run_id:
+                seen.append(run_id)
+
+        ctx = contextvars.copy_context()
+        thread = threading.Thread(target=ctx.run, args=(in_thread,))
+        thread.start()
+        thread.join()
+    with tracked_run("data", experiment_id=experiment_id, name="d") as alone:
+        pass
+    p, t, e, d = (client.get_run(r) for r in (parent, train, seen[0], alone))
+    assert p.data.tags[T.KIND] == "pipeline" and p.info.status == "FINISHED"
+    assert p.data.tags[T.DATASET_DIGEST] == "a" * 64 and p.data.tags[T.PREFECT_FLOW_RUN_ID] == "flow-1"
+    assert t.data.tags[T.KIND] == "train" and t.data.tags[T.CONFIG_KEY] == "k1" and t.data.tags[T.DEVICE] == "cpu"
+    assert t.data.tags[T.PID] == str(os.getpid()) and t.data.tags[T.HOST] == socket.gethostname()
+    assert t.data.tags[T.MLFLOW_PARENT_RUN_ID] == parent and e.data.tags[T.MLFLOW_PARENT_RUN_ID] == parent
+    assert T.MLFLOW_PARENT_RUN_ID not in d.data.tags and T.MLFLOW_PARENT_RUN_ID not in p.data.tags
+
+
+def test_tracked_run_ends_failed_on_errors_killed_on_interrupts_and_reopens(tracking):
+    from mlflow import MlflowClient
+
+    from genlib.tracking import ensure_experiment
+    from genlib.tracking.runs import tracked_run
+
+    client = MlflowClient()
+    experiment_id = ensure_experiment(_unique("status-"))
+    ids = {}
+    for exc, key in ((ValueError("boom"), "failed"), (KeyboardInterrupt(), "killed")):
+        with pytest.raises(type(exc)):
+            with tracked_run("train", experiment_id=experiment_id, name=key) as run_id:
+                ids[key] = run_id
+                raise exc
+    assert client.get_run(ids["failed"]).info.status == "FAILED"
+    assert client.get_run(ids["killed"]).info.status == "KILLED"
+    with pytest.raises(ValueError, match="unknown run kind"):
+        with tracked_run("nope", experiment_id=experiment_id, name="x"):  # type: ignore[arg-type]
+            pass
+    # Reopening a run (a resumed training) continues the same run and ends it FINISHED.
+    with tracked_run("train", experiment_id=experiment_id, name="again", run_id=ids["killed"]) as same:
+        import mlflow
+
+        mlflow.log_metric("resumed", 1.0)
+    assert same == ids["killed"] and client.get_run(same).info.status == "FINISHED"
+    assert client.get_run(same).data.metrics["resumed"] == 1.0

@@ -1,18 +1,29 @@
-"""Runs: naming, data set inputs, evaluation reports in and out, and finding runs again."""
+"""Runs: one helper starts every kind of genlib run with its standard tags (nested under the pipeline's
+parent run when there is one); data set inputs, evaluation reports in and out, and finding runs again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
-from collections.abc import Mapping
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import mlflow
 
-KIND_TAG = "genlib.kind"  # data | train | evaluation | suite
-CONFIG_KEY_TAG = "genlib.config_key"
+from genlib.tracking import tags as T
+
+logger = logging.getLogger(__name__)
+
 TABLES_DIR = "tables"
 PLOTS_DIR = "plots"
+
+# The pipeline's parent run while one is open in this context (Prefect copies contextvars into task threads).
+_PARENT: ContextVar[str | None] = ContextVar("genlib_parent_run_id", default=None)
+_UNSET: Any = object()
 
 
 def run_name(family: str, profile: str, config_key: str) -> str:
@@ -20,9 +31,99 @@ def run_name(family: str, profile: str, config_key: str) -> str:
     return f"{family}-{profile}-{config_key[:8]}"
 
 
+def standard_tags(kind: T.Kind, *, dataset: str | None = None, digest: str | None = None,
+                  config_key: str | None = None, device: str | None = None,
+                  prefect_flow_run_id: str | None = None) -> dict[str, str]:
+    """The tags every run of ``kind`` carries: kind, data set and digest, config key, device, Prefect flow
+    run id (those given), and the host and PID of the process (so an interrupted run can be recognised)."""
+    if kind not in T.KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; one of {', '.join(T.KINDS)}")
+    tags = {T.KIND: kind, T.HOST: socket.gethostname(), T.PID: str(os.getpid())}
+    optional = {T.DATASET: dataset, T.DATASET_DIGEST: digest, T.CONFIG_KEY: config_key, T.DEVICE: device,
+                T.PREFECT_FLOW_RUN_ID: prefect_flow_run_id}
+    tags.update({k: str(v) for k, v in optional.items() if v})
+    return tags
+
+
+def current_parent() -> str | None:
+    """The run id new runs nest under here (the open pipeline run, or one set by :func:`nested_under`)."""
+    return _PARENT.get()
+
+
+@contextlib.contextmanager
+def nested_under(parent_run_id: str | None) -> Iterator[None]:
+    """Runs started inside nest under ``parent_run_id`` (a worker's train flow, given the pipeline's run id)."""
+    token = _PARENT.set(parent_run_id or None)
+    try:
+        yield
+    finally:
+        _PARENT.reset(token)
+
+
+@contextlib.contextmanager
+def tracked_run(kind: T.Kind, *, experiment_id: str, name: str, dataset: str | None = None,
+                digest: str | None = None, config_key: str | None = None, device: str | None = None,
+                prefect_flow_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+                run_id: str | None = None, parent_run_id: str | None = _UNSET) -> Iterator[str]:
+    """Start a run of ``kind`` (or reopen ``run_id``, to resume into it) and yield its id.
+
+    The run gets :func:`standard_tags` plus ``tags`` and nests under ``parent_run_id`` (default: the
+    current parent). It ends FINISHED, FAILED on an exception, KILLED on KeyboardInterrupt/SystemExit.
+
+    A ``pipeline`` run is the parent: it is not made the thread's active run (tasks in other threads
+    could not see it, and runs started in this thread would have to be ``nested=True``); runs of the
+    other kinds started inside the ``with`` block, in any thread of this context, nest under it. Log into
+    it with ``MlflowClient`` and its id. The other kinds are the thread's active run, so ``mlflow.log_*``
+    and ``log_model`` go to them.
+    """
+    parent = current_parent() if parent_run_id is _UNSET else parent_run_id
+    all_tags = {**standard_tags(kind, dataset=dataset, digest=digest, config_key=config_key, device=device,
+                                prefect_flow_run_id=prefect_flow_run_id), **dict(tags or {})}
+    if parent and run_id is None:
+        all_tags[T.MLFLOW_PARENT_RUN_ID] = parent
+    if kind == "pipeline":
+        client = mlflow.MlflowClient()
+        if run_id is None:
+            run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+        else:
+            client.update_run(run_id, status="RUNNING")
+        token = _PARENT.set(run_id)
+        try:
+            yield run_id
+        except BaseException as err:
+            _end(lambda status: client.set_terminated(run_id, status), _failure_status(err))
+            raise
+        finally:
+            _PARENT.reset(token)
+        client.set_terminated(run_id, "FINISHED")
+        return
+    run = mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=name, tags=all_tags)
+    try:
+        yield run.info.run_id
+    except BaseException as err:
+        _end(lambda status: mlflow.end_run(status), _failure_status(err))
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def _failure_status(err: BaseException) -> str:
+    return "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+
+
+def _end(end: Any, status: str) -> None:
+    # Ending a run after a failure must not raise a second error over the first (the server may be gone).
+    try:
+        end(status)
+    except Exception as err:  # noqa: BLE001 - the original error is what the caller needs to see
+        logger.warning("could not mark the run %s: %s", status, str(err).splitlines()[0] if str(err) else err)
+        with contextlib.suppress(Exception):
+            if mlflow.active_run() is not None:
+                mlflow.tracking.fluent._active_run_stack.get().pop()
+
+
 def log_dataset_input(data: Any, context: str = "training", run_id: str | None = None) -> None:
     """Log a DataSplits as the run's data set input, with its genlib digest (shortened in MLflow's field,
-    whole in the ``genlib.dataset_digest`` input tag)."""
+    whole in the data set digest input tag)."""
     import numpy as np
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
@@ -31,26 +132,19 @@ def log_dataset_input(data: Any, context: str = "training", run_id: str | None =
 
     schema = Schema([TensorSpec(np.dtype(np.float32), (-1, *data.image_shape), "x"),
                      TensorSpec(np.dtype(np.int64), (-1,), "y")])
-    source = CodeDatasetSource(tags={"genlib.source": str(data.source)[:500],
-                                     "genlib.sizes": json.dumps(data.sizes)})
+    source = CodeDatasetSource(tags={T.SOURCE: str(data.source)[:500], T.SIZES: json.dumps(data.sizes)})
     # MLflow stores at most 36 characters of digest; the full sha256 goes in a tag.
     dataset = MetaDataset(source=source, name=data.name, digest=data.digest[:16], schema=schema)
-    tags = [InputTag("mlflow.data.context", context), InputTag("genlib.dataset_digest", data.digest)]
+    tags = [InputTag(T.DATA_CONTEXT, context), InputTag(T.DATASET_DIGEST, data.digest)]
     run_id = run_id or mlflow.active_run().info.run_id
     mlflow.MlflowClient().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 
 
-def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric, finite entries (MLflow stores NaN, but gates and tags want numbers)."""
-    out = {}
-    for k, v in metrics.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[k] = f
-    return out
+def log_model_input(run_id: str, model_id: str) -> None:
+    """Record the logged model ``model_id`` as an input of ``run_id`` (an evaluation links to what it measured)."""
+    from mlflow.entities import LoggedModelInput
+
+    mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id)])
 
 
 def log_report(report: Any, run_id: str, *, model_id: str | None = None) -> list[str]:

@@ -135,9 +135,15 @@ def experiment_name(dataset: str) -> str:
 
 
 def ensure_experiment(dataset: str, target: TrackingTarget | None = None) -> str:
-    """Id of the data set's experiment, created on first use (with its artifacts in the embedded folder)."""
+    """Id of the data set's experiment, created on first use (with its artifacts in the embedded folder).
+
+    The experiment is tagged as model development, so the MLflow UI opens it on its runs rather than on
+    the GenAI (traces) overview.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from genlib.tracking import tags as T
 
     client = MlflowClient()
     name = experiment_name(dataset)
@@ -145,12 +151,15 @@ def ensure_experiment(dataset: str, target: TrackingTarget | None = None) -> str
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if (exp.tags or {}).get(T.MLFLOW_EXPERIMENT_KIND) != T.CUSTOM_MODEL_DEVELOPMENT:
+            client.set_experiment_tag(exp.experiment_id, T.MLFLOW_EXPERIMENT_KIND, T.CUSTOM_MODEL_DEVELOPMENT)
         return exp.experiment_id
     location = None
     if target is not None and target.artifact_root is not None:
         location = (target.artifact_root / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location, tags={"genlib.dataset": dataset})
+        return client.create_experiment(name, artifact_location=location, tags={
+            T.DATASET: dataset, T.MLFLOW_EXPERIMENT_KIND: T.CUSTOM_MODEL_DEVELOPMENT})
     except MlflowException:  # created meanwhile by a concurrent run
         exp = client.get_experiment_by_name(name)
         if exp is None:

@@ -1,0 +1,53 @@
+"""Every MLflow tag key genlib writes, and the kinds of run it starts: the only place these strings live.
+
+Runs of a kind carry the standard tags :func:`genlib.tracking.runs.tracked_run` sets (``KIND``, ``DATASET``,
+``DATASET_DIGEST``, ``CONFIG_KEY``, ``DEVICE``, ``PREFECT_FLOW_RUN_ID``, ``HOST``, ``PID``); the others are
+set by the run that knows them (``MODEL_URI`` by an evaluation, ``EVAL_RUN_PREFIX + family`` by a report).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# The kinds of run genlib starts; ``pipeline`` is the parent of one pipeline run's other runs.
+Kind = Literal["data", "train", "evaluation", "suite", "report", "pipeline"]
+KINDS: tuple[str, ...] = ("data", "train", "evaluation", "suite", "report", "pipeline")
+
+PREFIX = "genlib."
+KIND = "genlib.kind"
+CONFIG_KEY = "genlib.config_key"
+MODEL = "genlib.model"
+PROFILE = "genlib.profile"
+EVAL_PROFILE = "genlib.eval_profile"
+DATASET = "genlib.dataset"
+DATASET_DIGEST = "genlib.dataset_digest"
+DEVICE = "genlib.device"
+PREFECT_FLOW_RUN_ID = "genlib.prefect_flow_run_id"
+# Where the run's process lives: a run still RUNNING whose process is gone was interrupted.
+HOST = "genlib.host"
+PID = "genlib.pid"
+MODEL_URI = "genlib.model_uri"
+MODEL_ID = "genlib.model_id"
+TRAIN_RUN_ID = "genlib.train_run_id"
+SUITE_RUN_ID = "genlib.suite_run_id"
+MODELS = "genlib.models"
+EVAL_RUN_PREFIX = "genlib.eval_run."
+RESUMED_FROM_EPOCH = "genlib.resumed_from_epoch"
+SOURCE = "genlib.source"
+SIZES = "genlib.sizes"
+
+# Registry (model version) tags.
+GIT_COMMIT = "genlib.git_commit"
+GATES = "genlib.gates"
+PROMOTION = "genlib.promotion"
+FORCED = "genlib.forced"
+EVAL_RUN_ID = "genlib.eval_run_id"
+METRIC_PREFIX = "metric."
+
+# MLflow's own keys genlib sets.
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+MLFLOW_RUN_NOTE = "mlflow.note.content"
+# The MLflow 3 UI opens an experiment on its training runs (not the GenAI overview) with this value.
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
+CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
+DATA_CONTEXT = "mlflow.data.context"
