@@ -82,18 +82,9 @@ def _final_train_metrics(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _write_grids(model: Any, data: Any, folder: Path, seed: int) -> None:
-    import torch
+    from genlib.images import save_model_figures
 
-    from genlib.images import reconstruction_grid, save_grid
-
-    model.eval()
-    with torch.no_grad():
-        if model.reconstructs:
-            x, y = data.x_test[:32].to(model.device), data.y_test[:32].to(model.device)
-            save_grid(reconstruction_grid(x, model.reconstruct(x, y)), folder / "reconstructions.png", nrow=16)
-        if model.generates:
-            gen = torch.Generator().manual_seed(seed)
-            save_grid(model.sample(64, generator=gen), folder / "samples.png", nrow=8)
+    save_model_figures(model, folder, data.x_test, data.y_test, seed=seed)
 
 
 def sample_command(

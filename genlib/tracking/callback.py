@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from genlib.training.loop import Callback, FitResult, TrainConfig
@@ -144,21 +143,9 @@ class MLflowCallback(Callback):
             self.client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
 
     def _write_grids(self, model: Any, prefix: str) -> None:
-        from genlib.images import reconstruction_grid, save_grid
+        from genlib.images import save_model_figures
 
-        folder = self._staging / "images"
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            if model.reconstructs and self.images is not None:
-                x = self.images.to(model.device)
-                y = self.labels.to(model.device) if self.labels is not None else None
-                save_grid(reconstruction_grid(x, model.reconstruct(x, y)), folder / f"{prefix}reconstructions.png",
-                          nrow=len(x))
-            if model.generates:
-                gen = torch.Generator().manual_seed(self.seed)
-                save_grid(model.sample(64, generator=gen), folder / f"{prefix}samples.png", nrow=8)
-        model.train(was_training)
+        save_model_figures(model, self._staging / "images", self.images, self.labels, seed=self.seed, prefix=prefix)
 
 
 def write_loss_curves(history: list[dict[str, float]], path: Path) -> Path:
