@@ -63,17 +63,24 @@ def check_generators(names: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def pseudo_label(teacher: nn.Module, x: Tensor, *, confidence: float, device: torch.device,
-                 batch_size: int) -> tuple[Tensor, Tensor]:
-    """The images of x (N, C, H, W) the teacher classifies with probability >= confidence, with its labels.
+def pseudo_label(teacher: nn.Module, x: Tensor, *, confidence: float, per_class: int, num_classes: int,
+                 device: torch.device, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Class-balanced pseudo-labels: per class, the (at most ``per_class``) images of x (N, C, H, W) the
+    teacher assigns to it most confidently, with probability >= ``confidence``.
 
+    Balance matters: the confident predictions of a weak teacher crowd into the easy classes (ones and
+    zeros), and a student trained on them unbalanced does worse than on the labels alone.
     Returns (x_kept (M, C, H, W), labels (M,)) on x's device.
     """
     teacher.eval()
     probs = batched(lambda xb: teacher(xb).softmax(-1), x, device=device, batch_size=batch_size)
     conf, labels = probs.max(1)
-    keep = (conf >= confidence).to(x.device)
-    return x[keep], labels.to(x.device)[keep]
+    keep: list[Tensor] = []
+    for c in range(num_classes):
+        idx = torch.nonzero((labels == c) & (conf >= confidence)).flatten()
+        keep.append(idx[conf[idx].argsort(descending=True)[:per_class]])
+    kept = torch.cat(keep).sort().values.to(x.device)
+    return x[kept], labels.to(x.device)[kept]
 
 
 def train_generator(name: str, data: Any, x: Tensor, y: Tensor, profile: EvalProfile, *, device: torch.device,

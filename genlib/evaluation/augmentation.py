@@ -57,7 +57,8 @@ def augment_methods(profile: EvalProfile) -> dict[str, str]:
 
 def _trained_on(key: str, budget: int, n_pseudo: float, profile: EvalProfile) -> str:
     shared = "" if profile.generators_per_seed else "; trained once per budget, reused by every seed"
-    teacher = f"teacher: RandomAffine classifier on the {budget} labels, confidence >= {profile.pseudo_label_confidence:g}"
+    teacher = (f"teacher: RandomAffine classifier on the {budget} labels; per class its <= {profile.pseudo_per_class} "
+               f"most confident, p >= {profile.pseudo_label_confidence:g}")
     if key == "pseudo_real":
         return f"no generator: {budget} labelled + {n_pseudo:.0f} pseudo-labelled real images ({teacher})"
     if key.endswith("_labelled"):
@@ -67,9 +68,20 @@ def _trained_on(key: str, budget: int, n_pseudo: float, profile: EvalProfile) ->
     return "n/a"
 
 
+def mixed(xs: Tensor, ys: Tensor, x_add: Tensor, y_add: Tensor) -> tuple[Tensor, Tensor]:
+    """The labelled images (N, C, H, W) repeated to about as many as the added ones, then the added ones.
+
+    Without the repeats a few thousand added images would dilute a hundred real labels: with the
+    same number of classifier steps each real image would be seen a tenth as often as without them.
+    """
+    reps = max(1, round(x_add.shape[0] / max(1, xs.shape[0])))
+    return torch.cat([xs.repeat(reps, 1, 1, 1), x_add]), torch.cat([ys.repeat(reps), y_add])
+
+
 def _sets_for_subset(data: Any, idx: Tensor, budget: int, subset_seed: int, profile: EvalProfile,
-                     device: torch.device) -> tuple[dict[str, tuple[Tensor, Tensor]], Any, dict[str, Any]]:
-    """Training sets that do not depend on the classifier seed, the teacher, and the generators."""
+                     device: torch.device) -> tuple[dict[str, tuple[Tensor, Tensor]], Any, dict[str, Any], int]:
+    """Training sets that do not depend on the classifier seed, the teacher, the generators, and the
+    number of pseudo-labelled images."""
     x_train, y_train = data.x_train, data.y_train
     xs, ys = x_train[idx], y_train[idx]
     n_classes = max(int(data.num_classes), 2)
@@ -80,13 +92,15 @@ def _sets_for_subset(data: Any, idx: Tensor, budget: int, subset_seed: int, prof
     train_classifier(teacher, xs, ys, steps=profile.augment_steps, batch_size=profile.classifier_batch_size,
                      lr=profile.classifier_lr, seed=subset_seed, device=device, transform=lambda xb, g: affine(xb))
     generators: dict[str, Any] = {}
+    n_pseudo = 0
     if "semi" in profile.augment_generator_data:
         pool = torch.ones(x_train.shape[0], dtype=torch.bool, device=x_train.device)
         pool[idx] = False  # the unlabelled images: every training image outside the labelled subset
-        xp, yp = pseudo_label(teacher, x_train[pool], confidence=profile.pseudo_label_confidence, device=device,
+        xp, yp = pseudo_label(teacher, x_train[pool], confidence=profile.pseudo_label_confidence,
+                              per_class=profile.pseudo_per_class, num_classes=n_classes, device=device,
                               batch_size=profile.eval_batch_size)
-        x_semi, y_semi = torch.cat([xs, xp]), torch.cat([ys, yp])
-        sets["pseudo_real"] = (x_semi.cpu(), y_semi.cpu())
+        x_semi, y_semi, n_pseudo = torch.cat([xs, xp]), torch.cat([ys, yp]), int(xp.shape[0])
+        sets["pseudo_real"] = mixed(xs.cpu(), ys.cpu(), xp.cpu(), yp.cpu())
         for g in profile.augment_generators:
             generators[f"{g}_semi"] = train_generator_or_none(g, data, x_semi, y_semi, profile, device=device,
                                                               seed=subset_seed)
@@ -94,7 +108,7 @@ def _sets_for_subset(data: Any, idx: Tensor, budget: int, subset_seed: int, prof
         for g in profile.augment_generators:
             generators[f"{g}_labelled"] = train_generator_or_none(g, data, xs, ys, profile, device=device,
                                                                   seed=subset_seed)
-    return sets, teacher, generators
+    return sets, teacher, generators, n_pseudo
 
 
 def augmentation_experiment(
@@ -132,7 +146,7 @@ def augmentation_experiment(
                 tg = time.perf_counter()
                 shared[subset_seed] = _sets_for_subset(data, idx, budget, subset_seed, profile, device)
                 logger.info("augmentation: teacher and generators for %d labels in %.1fs", budget, time.perf_counter() - tg)
-            base_sets, teacher, generators = shared[subset_seed]
+            base_sets, teacher, generators, n_pseudo = shared[subset_seed]
             sets = dict(base_sets, classic=base_sets["real_only"])
             xs, ys = base_sets["real_only"]
             for key, gen in generators.items():
@@ -141,8 +155,7 @@ def augmentation_experiment(
                 x_syn, y_syn = synthetic_set(gen, profile.n_synthetic, seed=seed, batch_size=profile.eval_batch_size,
                                              teacher=teacher if profile.filter_synthetic else None,
                                              confidence=profile.pseudo_label_confidence, device=device)
-                sets[key] = (torch.cat([xs, x_syn]), torch.cat([ys, y_syn]))
-            n_pseudo = base_sets["pseudo_real"][0].shape[0] - budget if "pseudo_real" in base_sets else 0
+                sets[key] = mixed(xs, ys, x_syn, y_syn)
             for method in (m for m in methods if m in sets):
                 x_fit, y_fit = sets[method]
                 with seeded(seed, device):

@@ -60,13 +60,14 @@ class EvalProfile(BaseModel):
     n_synthetic: int = Field(1000, ge=0)  # synthetic labelled images added per run (balanced over classes)
     augment_steps: int = Field(200, ge=1)  # classifier steps, the same for every condition
     augment_classifier: Literal["mlp", "cnn"] = "mlp"
-    augment_generators: tuple[str, ...] = ("cvae", "cgan")  # conditional generators whose samples are added
+    augment_generators: tuple[str, ...] = ("cvae",)  # conditional generators whose samples are added
     # What the generators learn from: the labelled subset only, and/or (semi) it plus the unlabelled
     # training images pseudo-labelled by a teacher with at least pseudo_label_confidence.
     augment_generator_data: tuple[Literal["labelled", "semi"], ...] = ("semi",)
     pseudo_label_confidence: float = Field(0.9, ge=0, le=1)
+    pseudo_per_class: int = Field(300, ge=1)  # class-balanced: at most this many pseudo-labels per class
     filter_synthetic: bool = True  # keep only samples the teacher recognises as their requested class
-    generator_steps: dict[str, int] = Field(default_factory=lambda: {"cvae": 400, "cgan": 200})
+    generator_steps: dict[str, int] = Field(default_factory=lambda: {"cvae": 600, "cgan": 1000})
     generator_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
             "cvae": {"hidden_dims": (256, 128), "latent_dim": 16},
@@ -127,6 +128,8 @@ PROFILES: dict[str, EvalProfile] = {
         n_synthetic=10000,
         augment_steps=3000,
         augment_classifier="cnn",
+        augment_generators=("cvae", "cgan"),
+        augment_generator_data=("labelled", "semi"),
         generator_steps={"cvae": 10000, "cgan": 10000},
         generator_overrides={
             "cvae": {"hidden_dims": (500, 500), "latent_dim": 50},
