@@ -15,6 +15,7 @@ from genlib.cli import listing, pipeline, registry, train, ui
 from genlib.cli.common import EXIT_USER_ERROR
 from genlib.cli.help import Command, Group
 from genlib.errors import GenlibError
+from genlib.ops.processes import Terminated
 
 _HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, context_settings=_HELP,
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     except abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
+    except Terminated:
+        typer.echo("terminated", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

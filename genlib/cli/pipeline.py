@@ -5,14 +5,18 @@ prefect, mlflow and the flows are imported inside the command, after the options
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from typing import Optional
 
 import typer
 
 from genlib.cli.common import json_safe, validated
 from genlib.errors import ConfigError, GenlibError
+from genlib.ops.processes import terminate_as_interrupt
 
 
 def _console_logging() -> None:
@@ -47,25 +51,26 @@ def pipeline_command(
                                   help="where training runs: here, or on the train deployment's workers (auto: "
                                        "there when it exists)"),
     suite: bool = typer.Option(True, "--suite/--no-suite", help="run the suite-level evaluation"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="train every family this many epochs instead of the "
-                                         "profile's (e.g. a CPU trial run of --profile full)"),
-    n_train: Optional[int] = typer.Option(None, "--n-train", min=1,
+    epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N",
+                                         help="train every family this many epochs instead of the profile's (e.g. "
+                                              "a CPU trial run of --profile full)"),
+    n_train: Optional[int] = typer.Option(None, "--n-train", min=1, metavar="N",
                                           help="train on a seeded subset of this many training images (default: all)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
 ) -> None:
     """Prepare data, then train, evaluate and register each family, then the suite; print a summary."""
-    from genlib.ops.prefect_server import prefect_defaults, start_prefect_in_background
+    from genlib.ops import prefect_server as ps
 
     t_start = time.perf_counter()
-    prefect_defaults()
+    home = ps.use_project_home()  # before prefect reads its settings: the run history stays in the project
     from genlib.models import list_models
 
     family_list = [m.strip() for m in models.split(",") if m.strip()] if models else list_models()
     # Validate everything before starting anything (flows validate again: a deployment run has no CLI).
     from flows.params import DataParams, PipelineParams
 
-    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train), models=family_list, profile=profile,
-                       eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
+    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train), models=family_list,
+                       profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
                        train_overrides={} if epochs is None else {"epochs": epochs})
     from genlib.training import resolve_device
 
@@ -73,40 +78,78 @@ def pipeline_command(
         typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
                    "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
                    err=True)  # "cuda" on a machine without one is a one-line error now, not after the data prep
-    if params.dispatch == "deployment":
-        from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL
 
-        if not PREFECT_API_URL.value():
-            raise ConfigError("--dispatch deployment needs a Prefect server with the train deployment: "
-                              "set PREFECT_API_URL (see docs/deploy.md)")
+    api = PREFECT_API_URL.value() or ps.running_server(home)
+    if params.dispatch == "deployment" and not api:
+        raise ConfigError("--dispatch deployment needs a Prefect server with the train deployment: "
+                          "set PREFECT_API_URL or start the stack (see docs/deploy.md)")
     from genlib.tracking import configure_tracking, store_identity
 
     target = configure_tracking()  # unreachable server: one line naming the URI, nothing started
-    server = start_prefect_in_background()
-    _console_logging()
-    from flows.common import load_data
-    from flows.pipeline import PipelineFailedError, pipeline
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(terminate_as_interrupt())  # SIGTERM stops the temporary server too
+        server = None
+        if not api:  # a temporary server, in the background while the data loads; stopped on every exit
+            server = stack.enter_context(ps.LocalServer(home, services=False, log_name="temporary-server.log"))
+            api = server.api_url
+        stack.enter_context(_using_api(api))
+        _console_logging()
+        from flows.common import load_data
+        from flows.pipeline import PipelineFailedError, pipeline
 
-    from genlib.cli.summary import pipeline_summary
-
-    store_identity()  # opens (and on first use creates) the tracking store while the server starts
-    load_data(params.data)  # and fills the per-process data memo
-    if server is not None:
-        server.join()
-        if server.error is not None:
-            raise GenlibError(f"could not start Prefect's temporary server: {server.error}")
-    t_ready = time.perf_counter()
-    failure: str | None = None
-    try:
-        result = pipeline(params)
-    except PipelineFailedError as err:
-        if err.result is None:
-            raise
-        result, failure = err.result, str(err)
+        store_identity()  # opens (and on first use creates) the tracking store while the server starts
+        load_data(params.data)  # and fills the per-process data memo
+        if server is not None:
+            server.wait_ready()
+        t_ready = time.perf_counter()
+        failure: str | None = None
+        state = pipeline(params, return_state=True)
+        try:
+            result = state.result()
+        except PipelineFailedError as err:
+            if err.result is None:
+                raise
+            result, failure = err.result, str(err)
+        finally:
+            if server is not None:  # what the run reported reaches the database before the server stops
+                _drain_prefect_clients()
+                ps.wait_until_recorded(api, str(state.state_details.flow_run_id))
     total = time.perf_counter() - t_start
     if as_json:
         typer.echo(json.dumps({**json_safe(result.model_dump(mode="json")), "wall_seconds": total}, indent=2))
     else:
-        typer.echo(pipeline_summary(result, total, t_ready - t_start, target))
+        from genlib.cli.summary import pipeline_summary
+
+        prefect_line = (f"Prefect: this run's history is in {home}; `genlib ui` shows it" if server is not None
+                        else f"Prefect UI: {api.removesuffix('/api')}")
+        typer.echo(pipeline_summary(result, total, t_ready - t_start, target, prefect_line))
     if failure:
         raise GenlibError(failure)
+
+
+@contextlib.contextmanager
+def _using_api(api_url: str) -> Iterator[None]:
+    """Flows in this process, and the processes it starts, report to ``api_url``."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+
+
+def _drain_prefect_clients(timeout: float = 15.0) -> None:
+    """Send the logs and events Prefect still queues (task runs arrive as events) to the server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # a worker that never started has nothing to send
+            worker.drain_all(timeout=timeout, at_exit=False)

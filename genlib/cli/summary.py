@@ -21,7 +21,7 @@ def key_metrics(family: str, metrics: Mapping[str, float]) -> dict[str, Any]:
             "class_acc": metrics.get("class_accuracy")}
 
 
-def pipeline_summary(result: Any, total: float, startup: float, target: Any) -> str:
+def pipeline_summary(result: Any, total: float, startup: float, target: Any, prefect_line: str) -> str:
     """The summary ``genlib pipeline`` prints: data set, one row per family, where the time went, dashboards."""
     rows = []
     for s in result.families:
@@ -47,13 +47,9 @@ def pipeline_summary(result: Any, total: float, startup: float, target: Any) -> 
                  f"{sec.get('evaluate', 0):.1f}, suite {sec.get('suite', 0):.1f}) + MLflow logging {tracking:.1f}s + "
                  f"Prefect runs, data checks, model loading {orchestration:.1f}s + start-up {startup:.1f}s "
                  f"(imports, tracking store, data, Prefect server) + {total - startup - sec.get('total', 0):.1f}s other")
-    lines.append("dashboards:")
-    lines.append("  genlib ui                      # MLflow UI and Prefect UI on 127.0.0.1, URLs printed")
-    if target.local:
-        lines.append(f"  mlflow ui --backend-store-uri {target.uri} --host 127.0.0.1 --port 5000")
-    else:
-        lines.append(f"  MLflow: {target.uri}")
-    lines.append("  prefect server start --host 127.0.0.1   # then http://127.0.0.1:4200")
+    lines.append("dashboards: `genlib ui` (MLflow and Prefect on 127.0.0.1, URLs printed)")
+    lines.append(f"  MLflow: {'embedded store ' if target.local else ''}{target.uri}")
+    lines.append(f"  {prefect_line}")
     return "\n".join(lines)
 
 

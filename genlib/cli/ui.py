@@ -1,72 +1,78 @@
-"""``genlib ui``: the MLflow UI and a Prefect server on 127.0.0.1, stopped together on Ctrl-C."""
+"""``genlib ui``: the MLflow UI and the Prefect UI on 127.0.0.1, stopped together on Ctrl-C or SIGTERM.
+
+The Prefect server uses the project's Prefect home, so it shows the runs of earlier ``genlib pipeline``
+and ``make run`` calls; while it runs, pipelines report to it instead of starting a temporary server.
+A server that already serves the project (``PREFECT_API_URL``, or the stack's) is shown, not started.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
-from typing import Any
 
 import typer
 
 from genlib.errors import ConfigError
-from genlib.ops.processes import free_port, stop_group, wait_http
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+from genlib.ops.processes import die_with_parent, executable, free_port, stop_group, terminate_as_interrupt, wait_http
 
 
 def ui_command(
-    mlflow_port: int = typer.Option(5000, "--mlflow-port", metavar="PORT", help="port of the MLflow UI (another if taken)"),
-    prefect_port: int = typer.Option(4200, "--prefect-port", metavar="PORT", help="port of the Prefect UI and API (another if taken)"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port", metavar="PORT",
+                                    help="port of the MLflow UI (another if taken)"),
+    prefect_port: int = typer.Option(4200, "--prefect-port", metavar="PORT",
+                                     help="port of the Prefect UI and API (another if taken)"),
     once: bool = typer.Option(False, "--once", help="start both, wait until they answer, print the URLs, stop"),
 ) -> None:
     """Start the MLflow UI and a Prefect server on 127.0.0.1 and print both URLs (Ctrl-C stops them)."""
+    from genlib.ops import prefect_server as ps
     from genlib.tracking import resolve_tracking
 
+    home = ps.use_project_home()
     target = resolve_tracking()
-    procs: list[subprocess.Popen] = []
-    bin_dir = os.path.dirname(sys.executable)
-    exe = {n: shutil.which(n, path=bin_dir) or shutil.which(n) or n for n in ("mlflow", "prefect")}
+    watched: list[subprocess.Popen] = []  # the servers started here: the command ends when one of them does
     urls: dict[str, str] = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(terminate_as_interrupt())
         if target.local:
             port = free_port(mlflow_port)
             target.artifact_root.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # no GenAI job runners
-            procs.append(subprocess.Popen([exe["mlflow"], "server", "--backend-store-uri", target.uri,
-                                           "--default-artifact-root", target.artifact_root.as_uri(),  # type: ignore[union-attr]
-                                           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                          env=env, start_new_session=True))
+            log = stack.enter_context(open(target.artifact_root.parent / "ui-server.log", "ab"))  # type: ignore[union-attr]
+            mlflow = subprocess.Popen(
+                [executable("mlflow"), "server", "--backend-store-uri", target.uri, "--default-artifact-root",
+                 target.artifact_root.as_uri(), "--host", "127.0.0.1", "--port", str(port),  # type: ignore[union-attr]
+                 "--workers", "1"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=die_with_parent)
+            stack.callback(stop_group, mlflow)  # it leads its own process group: its workers stop with it
+            watched.append(mlflow)
             urls["MLflow"] = f"http://127.0.0.1:{port}"
         else:
             urls["MLflow"] = target.uri
-        api = os.environ.get("PREFECT_API_URL")
+        api = os.environ.get("PREFECT_API_URL") or ps.running_server(home)
+        server = None
         if api:
-            urls["Prefect"] = api.removesuffix("/").removesuffix("/api")
+            urls["Prefect"] = api.rstrip("/").removesuffix("/api")
         else:
-            port = free_port(prefect_port)
-            env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false")}
-            procs.append(subprocess.Popen([exe["prefect"], "server", "start", "--host", "127.0.0.1", "--port",
-                                           str(port)], env=env, stdout=subprocess.DEVNULL, start_new_session=True))
-            urls["Prefect"] = f"http://127.0.0.1:{port}"
+            server = stack.enter_context(ps.LocalServer(home, prefect_port, ui=True))
+            assert server.proc is not None
+            watched.append(server.proc)
+            urls["Prefect"] = server.url
         health = {"MLflow": "/health", "Prefect": "/api/health"}
         for name, url in urls.items():
-            if not wait_http(url + health[name], timeout=120):
-                raise ConfigError(f"{name} did not answer at {url} within 120 s")
+            if not wait_http(url + health[name], timeout=180):
+                raise ConfigError(f"{name} did not answer at {url} within 180 s")
+        if server is not None:  # pipelines started meanwhile report here (and so appear at once)
+            ps.write_record(home, server.api_url, server.proc.pid)  # type: ignore[union-attr]
+            stack.callback(ps.clear_record, home, server.proc.pid)  # type: ignore[union-attr]
+        for name, url in urls.items():
             typer.echo(f"{name} UI: {url}")
         if once:
             return
-        typer.echo("Ctrl-C stops both.")
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:  # each server leads its own process group: stop its workers too
-            stop_group(p)
+        typer.echo("Ctrl-C stops both." if watched else "Both were already running; nothing to stop.")
+        try:
+            while watched and all(p.poll() is None for p in watched):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import threading
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 from genlib.errors import ConfigError
 
@@ -60,3 +66,38 @@ def stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     # Workers the leader forked may outlive it for a moment; take the group down with it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def executable(name: str) -> str:
+    """``name`` from this interpreter's environment (the venv), else from PATH."""
+    return shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name) or name
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a server: SIGTERM it when the process that started it dies, however that dies
+    (Linux's parent-death signal; elsewhere a no-op)."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` (and Prefect's crash handling) runs."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread instead of killing at once."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
