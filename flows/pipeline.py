@@ -171,9 +171,12 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     import mlflow
 
     from genlib.tracking import tags as T
+    from genlib.tracking.cleanup import end_runs_on_signal, mark_stale_runs
 
     t_start = time.perf_counter()
     dataset = prepare_data(params.data)
+    mark_stale_runs()  # runs left RUNNING by a killed process of this host -> FAILED, with a note
+    end_runs_on_signal()  # SIGTERM/SIGINT end this process's runs as KILLED (a no-op off the main thread)
     remote = use_train_deployment(params.dispatch, params.train_deployment)
     with track("pipeline", experiment_id=dataset.experiment_id, name=f"pipeline-{params.profile}-{dataset.name}",
                dataset=dataset.name, digest=dataset.digest,
