@@ -1,0 +1,236 @@
+"""Load: N concurrent tiny pipelines against one MLflow tracking server and one Prefect server.
+
+    python -m bench.load                          # N = 2, 4, 8 on sqlite stores; writes docs/benchmarks.md
+    python -m bench.load --backend postgresql     # both servers on a throw-away PostgreSQL cluster
+    python -m bench.load --n 2 --no-write         # a quick look, nothing written
+
+Each pipeline is a separate ``genlib pipeline`` process (the ae family on its own digits subset, so no
+two share a cache key, all registering versions of the same ``genlib-ae-digits``). Per N it reports wall
+time, runs created, versions registered, errors, and checks that nothing was lost: every pipeline's
+train and evaluation runs exist and finished, every version it reported exists on its run, the
+aliases point at real versions and ``champion`` is the best version that passed its gates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
+MODEL = "genlib-ae-digits"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_postgres(folder: Path) -> tuple[subprocess.Popen, int]:
+    """A throw-away cluster in ``folder`` (initdb as the ``postgres`` user, trust auth on loopback) with
+    databases ``mlflow`` and ``prefect``; returns the server process and its port."""
+    initdb = shutil.which("initdb") or next(Path("/usr/lib/postgresql").glob("*/bin/initdb"), None)
+    if initdb is None:
+        raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    bindir = Path(initdb).parent
+    data = folder / "pg"
+    data.mkdir(parents=True)
+    shutil.chown(folder, "postgres")
+    shutil.chown(data, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "genlib", "--auth=trust"],
+                   check=True, capture_output=True)
+    port = _free_port()
+    proc = _spawn([*as_pg, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
+                   "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"], folder / "postgres.log",
+                  dict(os.environ))
+    for _ in range(120):
+        if subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.5)
+    for db in ("mlflow", "prefect"):
+        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "genlib", db], check=True)
+    return proc, port
+
+
+def start_servers(folder: Path, backend: str) -> tuple[list[subprocess.Popen], str, str]:
+    """MLflow (mlflow/serve.sh, 2 workers) and Prefect servers on ``backend``; returns (processes, MLflow URI,
+    Prefect API URL)."""
+    procs: list[subprocess.Popen] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_HOME=str(folder / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    mlflow_env = {**env, "MLFLOW_ARTIFACTS_DESTINATION": str(folder / "artifacts"),
+                  "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    if backend == "postgresql":
+        pg, port = start_postgres(folder)
+        procs.append(pg)
+        mlflow_env["MLFLOW_BACKEND_STORE_URI"] = f"postgresql://genlib@127.0.0.1:{port}/mlflow"
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://genlib@127.0.0.1:{port}/prefect"
+    mp, pp = _free_port(), _free_port()
+    mlflow_env.update(MLFLOW_PORT=str(mp), MLFLOW_BIN=str(BIN / "mlflow"))
+    procs.append(_spawn(["bash", str(ROOT / "mlflow" / "serve.sh")], folder / "mlflow.log", mlflow_env))
+    procs.append(_spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pp)],
+                        folder / "prefect.log", env))
+    _wait(f"http://127.0.0.1:{mp}/health", procs[-2])
+    _wait(f"http://127.0.0.1:{pp}/api/health", procs[-1])
+    return procs, f"http://127.0.0.1:{mp}", f"http://127.0.0.1:{pp}/api"
+
+
+def run_round(n: int, offset: int, mlflow_uri: str, prefect_api: str, folder: Path) -> dict[str, Any]:
+    """N pipelines at once; returns the figures and what the checks found."""
+    from mlflow import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_api, OMP_NUM_THREADS="1",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=str(folder / "prefect-client"))
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    before_versions = {v.version for v in client.search_model_versions(f"name='{MODEL}'")}
+    t0 = time.time()
+    procs = []
+    for i in range(n):
+        argv = [str(BIN / "genlib"), "pipeline", "--dataset", "digits", "--models", "ae", "--n-train",
+                str(300 + offset + i), "--epochs", "1", "--no-suite", "--dispatch", "local", "--device", "cpu", "--json"]
+        procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=3600) for p in procs]
+    wall = time.time() - t0
+    errors, reported = [], []
+    for p, (out, err) in zip(procs, outputs):
+        try:
+            result = json.loads(out[out.index("{"):])
+            family = result["families"][0]
+            if family.get("error") or not family.get("registration"):
+                errors.append(family.get("error") or "no registration")
+            else:
+                reported.append(family)
+        except ValueError:
+            errors.append((err.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200])
+    experiments = [e.experiment_id for e in client.search_experiments(filter_string="name LIKE 'genlib-%'")]
+    runs = client.search_runs(experiments, f"attributes.start_time >= {int(t0 * 1000)}", max_results=5000)
+    versions = {v.version: v for v in client.search_model_versions(f"name='{MODEL}'")}
+    new_versions = set(versions) - before_versions
+    lost = []
+    for family in reported:
+        for key in ("train", "evaluation"):
+            run = client.get_run(family[key]["run_id"])
+            if run.info.status != "FINISHED":
+                lost.append(f"{key} run {run.info.run_id[:8]} {run.info.status}")
+        version = versions.get(family["registration"]["version"])
+        if version is None or version.run_id != family["train"]["run_id"] or version.status != "READY":
+            lost.append(f"version {family['registration']['version']}")
+    aliases = client.get_registered_model(MODEL).aliases if versions else {}
+    lost += [f"@{a} -> missing version {v}" for a, v in aliases.items() if str(v) not in versions]
+    passing = [v for v in versions.values() if json.loads(v.tags.get("genlib.gates", "{}")).get("status") == "passed"]
+    best = min(passing, key=lambda v: float(v.tags["metric.test_sq_err_per_image"])) if passing else None
+    champion_ok = (best is None and "champion" not in aliases) or (best is not None and
+                                                                   str(aliases.get("champion")) == best.version)
+    return {"n": n, "wall_seconds": round(wall, 1), "runs_created": len(runs), "versions_registered": len(new_versions),
+            "errors": len(errors), "error_lines": errors[:3], "lost": lost,
+            "champion_is_best_passing": champion_ok, "pipelines_ok": len(reported)}
+
+
+def render(rows: list[dict[str, Any]], backend: str, command: str) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = platform.processor() or platform.machine()
+    lines = [BEGIN, f"## Load: concurrent pipelines against one tracking server ({backend})", "",
+             f"`{command}`, {when}, {os.cpu_count()} CPUs ({cpu}), backend {backend} for both servers "
+             "(MLflow via mlflow/serve.sh with 2 workers, one Prefect server). Each pipeline: ae on its own "
+             "digits subset, 1 epoch, no suite, as a separate `genlib pipeline` process; all register "
+             f"`{MODEL}`. The 2-core machine was shared with other work while this ran, so the wall "
+             "times are upper bounds; the counts are what matters.", "",
+             "| N | wall (s) | runs created | versions registered | errors | lost | champion = best passing |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['wall_seconds']} | {r['runs_created']} | {r['versions_registered']} | "
+                     f"{r['errors']} | {len(r['lost'])} | {'yes' if r['champion_is_best_passing'] else 'NO'} |")
+    lines += ["", "Lost counts a pipeline's train or evaluation run that is missing or not FINISHED, a version it "
+              "reported that is missing, not READY or on another run, and an alias on a missing version.", END]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8], help="concurrent pipelines per round")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, stores)")
+    args = parser.parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="genlib-load-"))
+    procs, mlflow_uri, prefect_api = start_servers(folder, args.backend)
+    rows = []
+    try:
+        offset = 0
+        for n in args.n:
+            row = run_round(n, offset, mlflow_uri, prefect_api, folder)
+            offset += n
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    command = "python -m bench.load " + " ".join(argv if argv is not None else sys.argv[1:])
+    section = render(rows, args.backend, command.strip())
+    print(section)
+    if not args.no_write:
+        from bench.common import update_benchmarks_doc
+
+        marker = BEGIN if args.backend == "sqlite" else BEGIN.replace("load:", "load-postgresql:")
+        end = END if args.backend == "sqlite" else END.replace("load:", "load-postgresql:")
+        update_benchmarks_doc(DOC, section.replace(BEGIN, marker).replace(END, end), marker, end)
+    bad = [r for r in rows if r["lost"] or r["errors"] or not r["champion_is_best_passing"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
