@@ -15,7 +15,7 @@ from genlib.errors import UnknownNameError
 from genlib.evaluation.profiles import PROFILES as EVAL_PROFILES
 from genlib.evaluation.profiles import EvalProfile
 from genlib.models import AnyModelConfig, make_config
-from genlib.training.loop import TrainConfig
+from genlib.training.config import TrainConfig
 
 
 class FamilyPreset(BaseModel):

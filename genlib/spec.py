@@ -20,7 +20,7 @@ from genlib.evaluation.profiles import EvalProfile
 from genlib.models import AnyModelConfig, get_config_class, get_model_class
 from genlib.models.registry import format_validation_error
 from genlib.presets import ProfileName, get_profile  # noqa: F401  (ProfileName: re-exported)
-from genlib.training.loop import TrainConfig
+from genlib.training.config import TrainConfig
 
 # Checkpoint often enough that an interrupted run loses at most this share of its epochs.
 MAX_LOST_EPOCH_SHARE = 0.05
