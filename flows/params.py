@@ -16,6 +16,8 @@ from genlib.spec import Overrides, RunSpec
 ALL_MODELS: tuple[str, ...] = tuple(list_models())
 ModelName = Literal[ALL_MODELS]  # type: ignore[valid-type]
 Device = Literal["auto", "cpu", "cuda", "mps"]
+# A crashed training is tried again this many times, resuming from its last checkpoint each time.
+TRAIN_RETRIES = 1
 DEVICE_HELP = "auto: $GENLIB_DEVICE when set (work pools set it), else CUDA when present, else the CPU"
 MODEL_OVERRIDES_EXAMPLE = {"vae": {"latent_dim": 8}, "gan": {"lr": 1e-4}}
 TRAIN_OVERRIDES_EXAMPLE = {"epochs": 5, "batch_size": 128}
@@ -39,7 +41,7 @@ class _Params(BaseModel):
 class DataParams(_Params):
     """Which data set, how it is split, and optionally a deterministic subset (for smoke runs and tests)."""
 
-    dataset: str = Field("digits", min_length=1, description="a named data set (`genlib datasets`) or a path")
+    dataset: str = Field("mnist", min_length=1, description="a named data set (`genlib datasets`) or a path")
     data_root: str | None = Field(None, description="folder with torchvision-layout data (default $GENLIB_DATA_ROOT)")
     seed: int = Field(0, description="split seed")
     n_train: int | None = Field(None, ge=1, description="keep this many training examples (None: all)")
@@ -75,6 +77,8 @@ class TrainParams(_Params):
     image_every: int | None = Field(None, ge=1, description="also log image grids every that many epochs")
     expected_digest: str | None = Field(None, description="refuse to train when the loaded data's digest differs")
     parent_run_id: str | None = Field(None, description="MLflow run to nest the train run under (the pipeline's)")
+    retries: int = Field(TRAIN_RETRIES, ge=0, description="Prefect retries of a failed training; each resumes from "
+                         "the last checkpoint")
 
     @model_validator(mode="after")
     def _spec_valid(self) -> TrainParams:
@@ -107,6 +111,8 @@ class TrainResult(_Params):
     train_seconds: float = Field(0.0, description="compute: the fit without its MLflow logging")
     tracking_seconds: float = Field(0.0, description="MLflow logging during and after the fit (model included)")
     device: str = "cpu"
+    resumed_from_epoch: int | None = Field(None, description="the checkpoint's epoch when an interrupted training "
+                                           "was resumed")
     cached: bool = Field(False, description="True when this result came from the task cache (nothing retrained)")
 
 
@@ -171,7 +177,7 @@ class RegisterResult(_Params):
 
 
 class PromoteParams(_Params):
-    name: str = Field(min_length=1, description="registered model, e.g. genlib-vae-digits")
+    name: str = Field(min_length=1, description="registered model, e.g. genlib-vae-mnist")
     version: str = Field(min_length=1, description="version number or alias (e.g. challenger)",
                          json_schema_extra={"examples": ["challenger", "1"]})
     alias: str = "champion"
@@ -181,7 +187,8 @@ class PromoteParams(_Params):
 class PipelineParams(_Params):
     """The nightly job: one data preparation, then train -> evaluate -> register per family, then the suite."""
 
-    data: DataParams = DataParams()
+    # As `make run`: real MNIST, a seeded 10,000-image training subset, the standard test set.
+    data: DataParams = DataParams(dataset="mnist", n_train=10000)
     # A static default (not a factory), so the deployment form shows every family selected.
     models: list[ModelName] = Field(list(ALL_MODELS), min_length=1,  # type: ignore[valid-type]
                                     description="families to train, evaluate and register")

@@ -39,7 +39,7 @@ def _console_logging() -> None:
 
 
 def pipeline_command(
-    dataset: str = typer.Option("digits", "--dataset", metavar="NAME|PATH",
+    dataset: str = typer.Option("mnist", "--dataset", metavar="NAME|PATH",
                                  help="named data set (see `genlib datasets`) or a folder/file of images"),
     models: Optional[str] = typer.Option(None, "--models", metavar="ae,vae,...",
                                         help="comma-separated families (default: all, see `genlib models`)"),

@@ -16,7 +16,7 @@ from genlib.errors import ConfigError
 
 def train_command(
     model: str = typer.Argument(..., metavar="MODEL", help="model family to train (see `genlib models`)"),
-    dataset: str = typer.Option("digits", "--dataset", metavar="NAME|PATH",
+    dataset: str = typer.Option("mnist", "--dataset", metavar="NAME|PATH",
                                  help="named data set (see `genlib datasets`) or a folder/file of images"),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="output folder for model.pt, metrics.json and PNG grids"),
     profile: str = typer.Option("quick", "--profile", metavar="NAME", help="settings to start from: quick or full"),
