@@ -93,7 +93,7 @@ _HOLD = textwrap.dedent("""
     from pathlib import Path
     from genlib.ops.prefect_server import LocalServer
     from genlib.ops.processes import terminate_as_interrupt
-    with terminate_as_interrupt(), LocalServer(Path(sys.argv[1])) as server:
+    with terminate_as_interrupt(), LocalServer(Path(sys.argv[1]), ui=True) as server:
         server.wait_ready()
         print(server.proc.pid, server.api_url, flush=True)
         if sys.argv[2] == "error":
@@ -115,7 +115,9 @@ def test_a_started_server_never_outlives_its_command(ending, project):
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line, proc.stderr.read()  # type: ignore[union-attr]
         pid, api_url = line.split()
-        assert ps.healthy(api_url)
+        assert ps.healthy(api_url) and not api_url.endswith(":4200/api")
+        # The UI it serves talks to this port's API, not Prefect's default one.
+        assert _get_json(api_url.removesuffix("/api") + "/ui-settings")["api_url"] == api_url  # type: ignore[index]
         if ending != "error":
             proc.send_signal(signal.SIGTERM if ending == "sigterm" else signal.SIGKILL)
         proc.wait(timeout=60)
