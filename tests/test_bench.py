@@ -171,13 +171,13 @@ def test_peers_compares_every_library_on_the_same_data_and_scores_them_with_genl
                          "--json", str(tmp_path / "peers.json")])
     assert set(report["vae"]["sides"]) == {"genlib", "pythae"}
     assert set(report["rbm"]["sides"]) == {"genlib_cd1", "learnergy_cd1", "genlib_pcd1", "sklearn_pcd1"}
-    for part in ("vae", "rbm"):
-        for side in report[part]["sides"].values():
+    for part in (report["vae"], report["rbm"]):
+        for side in part["sides"].values():
             assert len(side["seconds_per_epoch"]) == 2 and side["s_per_epoch"]["median"] > 0
-        for r in report[part]["speedups"]:
+        for r in part["speedups"]:
             assert len(r["paired"]) == 2 and r["min"] <= r["median"] <= r["max"]
             assert math.isfinite(r["quality_genlib"]) and math.isfinite(r["quality_peer"])
-        assert report[part]["unmatched"]
+        assert part["unmatched"]
     # Every library's weights went through genlib's estimators: finite, and a log-likelihood bound is negative.
     vae_q = report["vae"]["sides"]["pythae"]["quality_last_repeat"]
     assert vae_q["elbo"] < 0 and vae_q["iwae_nll"] > 0

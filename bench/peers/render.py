@@ -59,7 +59,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"### RBM 784-{s['rbm_hidden']}, batch 100, SGD lr {s['rbm_lr']}, no momentum or weight decay", "",
                   _sides_table(rbm, [("pl_exact", f"exact PL ({s['pl_exact_images']} images)"),
                                      ("pl_stochastic", "one-bit PL (all test images)")]), ""]
-    ratios = [r for part in ("vae", "rbm") if report.get(part) for r in report[part]["speedups"]]
+    parts = {"VAE": vae, "RBM": rbm}
+    ratios = [r for part in parts.values() if part for r in part["speedups"]]
     if ratios:
         sides = {**(vae or {}).get("sides", {}), **(rbm or {}).get("sides", {})}
         rows = [{"genlib vs": sides[r["peer"]]["label"], "speed-up, median (range of paired repeats)":
@@ -67,9 +68,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"quality genlib / peer": f"{_num(r['quality_genlib'])} / {_num(r['quality_peer'])} ({r['quality_key']})",
                  "verdict": _verdict(r)} for r in ratios]
         lines += ["### Speed-ups", "", format_table(rows, style="markdown"), ""]
-    for part, title in (("vae", "VAE"), ("rbm", "RBM")):
-        if report.get(part):
+    for title, part in parts.items():
+        if part:
             lines += [f"Settings that could not be matched ({title}):", ""]
-            lines += [f"- {d}" for d in report[part]["unmatched"]] + [""]
-    lines.append(f"Total wall time {report['wall_seconds']:.0f} s.")
+            lines += [f"- {d}" for d in part["unmatched"]] + [""]
+    cpu = f" ({report['cpu_seconds']:.0f} s of CPU time)" if "cpu_seconds" in report else ""
+    lines.append(f"Total wall time {report['wall_seconds']:.0f} s{cpu}.")
     return "\n".join(lines) + "\n"

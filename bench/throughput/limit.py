@@ -103,18 +103,27 @@ def matmul_rate(products: list[Product], device: torch.device, target_s: float =
     return statistics.median(rates)
 
 
-def step_profile(model: Any, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
-                 device: torch.device) -> dict[str, Any]:
-    """FLOPs per image of one step on the batch (x (B, C, H, W), y (B,)) and the torch.mm rate at its shapes.
-
-    Returns ``applies`` False (with ``why``) for steps with convolutions: the measure is for MLP families.
-    """
+def step_products(model: Any, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
+                  device: torch.device) -> tuple[list[Product], str | None]:
+    """The matrix products of one step on the batch (x (B, C, H, W), y (B,)), or ([], why) for steps with
+    convolutions: the measure is for MLP families."""
     rec = record_step(model, opts, x.to(device), y.to(device))
     if rec.convolutions or not rec.products:
-        return {"applies": False, "why": "convolutions in the step" if rec.convolutions else "no matrix products"}
-    return {"applies": True, "batch_size": int(x.shape[0]), "products_per_step": len(rec.products),
-            "mflop_per_image": sum(p.flops for p in rec.products) / x.shape[0] / 1e6,
-            "mm_gflops": matmul_rate(rec.products, device)}
+        return [], "convolutions in the step" if rec.convolutions else "no matrix products"
+    return rec.products, None
+
+
+def step_profile(model: Any, opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
+                 device: torch.device, mm_gflops: list[float] | None = None) -> dict[str, Any]:
+    """FLOPs per image of one step and the torch.mm rate at its shapes (the median of ``mm_gflops`` when the
+    caller measured it between its own repeats, else measured now). ``applies`` False for conv steps."""
+    products, why = step_products(model, opts, x, y, device)
+    if why:
+        return {"applies": False, "why": why}
+    rates = mm_gflops or [matmul_rate(products, device)]
+    return {"applies": True, "batch_size": int(x.shape[0]), "products_per_step": len(products),
+            "mflop_per_image": sum(p.flops for p in products) / x.shape[0] / 1e6,
+            "mm_gflops": statistics.median(rates), "mm_gflops_per_repeat": rates}
 
 
 def achieved(profile: dict[str, Any], samples_per_s: float | None) -> dict[str, Any]:

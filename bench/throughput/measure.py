@@ -9,7 +9,7 @@ import torch
 
 from bench.common import fmt_num, fmt_rate, median, ratio
 from bench.throughput.data import BenchData
-from bench.throughput.limit import achieved, step_profile
+from bench.throughput.limit import achieved, matmul_rate, step_products, step_profile
 from bench.throughput.runner import Runner
 from bench.throughput.variants import build_variants, family_config
 from genlib.models import get_model
@@ -65,7 +65,22 @@ def measure_family(
             r.error = short_error(err)
             log(f"  {family} {v.label}: warm-up failed: {r.error}")
     active = [r for r in runners if not r.error and not r.skipped]
+    # The matmul rate is measured inside the same repeats, so that it meets the same load as the steps.
+    products: dict[int, list[Any]] = {}
+    mm_rates: dict[int, list[float]] = {}
+    if limits:
+        for r in active:
+            v = r.variant
+            if v.side == "genlib" and not v.compiled and v.batch_size not in products:
+                torch.manual_seed(seed)
+                model = get_model(family, config).to(device)
+                products[v.batch_size], _ = step_products(model, model.configure_optimizers(),
+                                                          data.x[: v.batch_size], data.y[: v.batch_size], device)
+                mm_rates[v.batch_size] = []
     for rep in range(repeats):
+        for bs, prods in products.items():
+            if prods:
+                mm_rates[bs].append(matmul_rate(prods, device, target_s=target_seconds / 2, trials=1))
         shift = rep % max(len(active), 1)
         for r in active[shift:] + active[:shift]:
             if r.error:
@@ -115,7 +130,7 @@ def measure_family(
                 torch.manual_seed(seed)
                 model = get_model(family, config).to(device)
                 profiles[v.batch_size] = step_profile(model, model.configure_optimizers(), data.x[: v.batch_size],
-                                                      data.y[: v.batch_size], device)
+                                                      data.y[: v.batch_size], device, mm_rates.get(v.batch_size))
             out_variants[v.key]["limit"] = achieved(profiles[v.batch_size], out_variants[v.key]["median_samples_per_s"])
     genlib_rows = [(k, v) for k, v in out_variants.items() if v["side"] == "genlib" and v["median_samples_per_s"]]
     best_key, best = max(genlib_rows, key=lambda kv: kv[1]["median_samples_per_s"], default=(None, None))
