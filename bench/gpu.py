@@ -53,6 +53,11 @@ def pack(out: Path) -> None:
                         "--platform", "manylinux2014_x86_64", "-d", str(out / "wheels"), "-q"], check=True)
 
 
+def _usage_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def prepare_imports(wheels: Path | None) -> list[str]:
     """Make genlib importable on a bare GPU image; returns what was done, for the report."""
     notes = []
@@ -60,7 +65,7 @@ def prepare_imports(wheels: Path | None) -> list[str]:
         import pydantic  # noqa: F401
     except ImportError:
         if wheels is None:
-            raise SystemExit("error: pydantic is not installed; pass --wheels DIR (made by --pack) to install it offline")
+            _usage_error("pydantic is not installed; pass --wheels DIR (made by --pack) to install it offline")
         import zipfile
 
         # A wheel is a zip of what site-packages holds: unpacking the ones for this interpreter needs no pip.
@@ -68,7 +73,7 @@ def prepare_imports(wheels: Path | None) -> list[str]:
         target = wheels / f"site-{tag}"
         chosen = [w for w in sorted(wheels.glob("*.whl")) if f"-{tag}-" in w.name or "-none-any" in w.name]
         if not any(w.name.startswith("pydantic_core") for w in chosen):
-            raise SystemExit(f"error: {wheels} has no pydantic-core wheel for {tag}; pack again for this Python")
+            _usage_error(f"{wheels} has no pydantic-core wheel for {tag}; run --pack with this Python in PYTHONS")
         for w in chosen:
             with zipfile.ZipFile(w) as z:
                 z.extractall(target)
@@ -202,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pack:
         pack(args.out)
         return 0
+    if args.data is not None and not args.data.is_file():
+        _usage_error(f"--data {args.data}: no such file (write it with --pack)")
     t_start = time.perf_counter()
     notes = prepare_imports(args.wheels)
     from bench.common import environment, forbidden_imports
