@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -80,7 +79,7 @@ def start_postgres(folder: Path) -> tuple[subprocess.Popen, int]:
     initdb = shutil.which("initdb") or next(Path("/usr/lib/postgresql").glob("*/bin/initdb"), None)
     if initdb is None:
         raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    bindir = Path(initdb).parent
+    bindir = Path(initdb).resolve().parent  # /usr/local/bin holds only some of the links
     data = folder / "pg"
     data.mkdir(parents=True)
     shutil.chown(folder, "postgres")
@@ -113,7 +112,7 @@ def start_servers(folder: Path, backend: str) -> tuple[list[subprocess.Popen], s
     if backend == "postgresql":
         pg, port = start_postgres(folder)
         procs.append(pg)
-        mlflow_env["MLFLOW_BACKEND_STORE_URI"] = f"postgresql://genlib@127.0.0.1:{port}/mlflow"
+        mlflow_env["MLFLOW_BACKEND_STORE_URI"] = f"postgresql+psycopg2://genlib@127.0.0.1:{port}/mlflow"
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://genlib@127.0.0.1:{port}/prefect"
     mp, pp = _free_port(), _free_port()
     mlflow_env.update(MLFLOW_PORT=str(mp), MLFLOW_BIN=str(BIN / "mlflow"))
@@ -180,7 +179,9 @@ def run_round(n: int, offset: int, mlflow_uri: str, prefect_api: str, folder: Pa
 
 def render(rows: list[dict[str, Any]], backend: str, command: str) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cpu = platform.processor() or platform.machine()
+    from bench.common import _cpu_model
+
+    cpu = _cpu_model()
     lines = [BEGIN, f"## Load: concurrent pipelines against one tracking server ({backend})", "",
              f"`{command}`, {when}, {os.cpu_count()} CPUs ({cpu}), backend {backend} for both servers "
              "(MLflow via mlflow/serve.sh with 2 workers, one Prefect server). Each pipeline: ae on its own "

@@ -222,7 +222,10 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
                              "auth": bool(auth.mlflow_password), "processes": []}
     env = client_env(settings, auth)
     try:
-        server_env = {**env, "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL", f"{settings.prefect_url}/api")}
+        # The UI calls the API at this address from the browser: loopback here, the host's name when shared.
+        ui_host = socket.getfqdn() if settings.host in ("0.0.0.0", "::", "") else settings.host
+        ui_api = os.environ.get("PREFECT_UI_API_URL") or f"http://{ui_host}:{settings.prefect_port}/api"
+        server_env = {**env, "PREFECT_UI_API_URL": ui_api}
         if auth.prefect_auth_string:
             server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth.prefect_auth_string
         _record(project, state, spawn("prefect-server", [executable("prefect"), "server", "start", "--host", settings.host,

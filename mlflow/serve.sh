@@ -3,7 +3,7 @@
 #
 # Default: this folder's embedded store, the one `genlib pipeline` uses without MLFLOW_TRACKING_URI:
 # sqlite mlflow/mlflow.db and artifacts in mlflow/artifacts, on 127.0.0.1:5000. Override with
-#   MLFLOW_BACKEND_STORE_URI      e.g. postgresql://genlib:secret@db-host:5432/mlflow
+#   MLFLOW_BACKEND_STORE_URI      e.g. postgresql+psycopg2://genlib:secret@db-host:5432/mlflow
 #   MLFLOW_ARTIFACTS_DESTINATION  e.g. s3://genlib-mlflow/artifacts or /srv/mlflow/artifacts
 #   MLFLOW_HOST / MLFLOW_PORT     e.g. 0.0.0.0 / 5000 to serve GPU workers on other hosts
 #   MLFLOW_ALLOWED_HOSTS          Host headers accepted when serving beyond loopback (e.g. mlflow.lab,10.0.0.5:5000)
