@@ -123,8 +123,12 @@ def test_train_vae_then_sample_end_to_end(tmp_path, cache_dir, capsys):
         assert math.isfinite(metrics[key]), key
     assert metrics["epochs_run"] == 1
     assert metrics["test_loss"] == pytest.approx(metrics["test_recon"] + metrics["test_kl"], rel=1e-5)
-    assert png_size(out / "samples.png") == grid_side(64, 8)
-    assert png_size(out / "reconstructions.png") == grid_side(64, 16)
+    # Labelled figures, upscaled: a 10x10 grid of samples, original and reconstruction rows.
+    from genlib.images import SAMPLES_PER_ROW, SCALE
+
+    side = SCALE * grid_side(SAMPLES_PER_ROW**2, SAMPLES_PER_ROW)[0]
+    assert all(d >= side for d in png_size(out / "samples.png"))
+    assert png_size(out / "reconstructions.png")[1] >= SCALE * grid_side(2, 1)[1]
 
     grid = tmp_path / "g.png"
     code, stdout, err = run_main(["sample", out / "model.pt", "--n", "16", "--out", grid], capsys)
