@@ -16,6 +16,9 @@ from flows.prepare_data import check_tracking_store, load_and_validate
 from flows.results import RESULTS
 from genlib.evaluation.profiles import EvalProfile
 
+# Metrics named in an evaluation run's description (those present).
+_HEADLINE = ("test_loss", "test_sq_err_per_image", "fid", "recognised", "class_accuracy", "iwae_nll",
+             "ais_log_likelihood")
 # The tables of the suite evaluation run (combined from the suite report and the per-model reports).
 SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality")
 
@@ -40,6 +43,8 @@ def publish_artifacts(report: Any, key: str, title: str, tables: tuple[str, ...]
 def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evaluation: EvalProfile,
                      train_run_id: str | None, device: str = "auto") -> EvaluateResult:
     """Evaluate the model at ``model_uri`` in a new MLflow run; failures leave that run FAILED."""
+    import mlflow
+
     from genlib.evaluation import evaluate_model
     from genlib.tracking import ensure_experiment, load_genlib_model, resolve_tracking
     from genlib.tracking import tags as T
@@ -62,7 +67,10 @@ def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evalu
         features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if model.generates else None
         report = evaluate_model(model, data, evaluation, device=torch_device, features=features)
         seconds = time.perf_counter() - t0
-        tables = log_report(report, run_id, model_id=model_id)
+        tables = log_report(report, run_id, model_id=model_id, data=data)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in report.metrics.items() if k in _HEADLINE)
+        mlflow.set_tag(T.MLFLOW_RUN_NOTE, f"{model.name} model {model_id or model_uri} on {data.name}, evaluation "
+                       f"profile {evaluation.name}: {shown}. These metrics are the registered (gated) ones.")
         publish_artifacts(report, _artifact_key("eval", model.name, data.name), f"{model.name} on {data.name}")
         tracking = time.perf_counter() - t0 - seconds
     get_run_logger().info("evaluated %s in %.1fs (+%.1fs logging): %s", model.name, seconds, tracking,

@@ -121,10 +121,12 @@ def await_training(flow_run_id: str, params: TrainParams, dataset: DatasetRef, p
         raise GenlibError(f"training {params.family} completed on the worker but no finished MLflow run has "
                           f"config key {key[:12]}; do the worker and the pipeline share the tracking server?")
     model_id = found.outputs.model_outputs[0].model_id
-    metrics = dict(found.data.metrics)
+    tags = found.data.tags
+    seconds = float(tags.get(T.TRAIN_SECONDS, 0.0))
+    metrics = {"epochs_run": float(tags.get(T.EPOCHS_RUN, 0)), "best_epoch": float(tags.get(T.BEST_EPOCH, 0)),
+               "train_seconds": seconds, "tracking_seconds": float(tags.get(T.TRACKING_SECONDS, 0.0))}
     return TrainResult(run_id=found.info.run_id, model_uri=f"models:/{model_id}", model_id=model_id,
-                       family=params.family, config_key=key, metrics=metrics,
-                       train_seconds=float(metrics.get("train_seconds", 0.0)),
+                       family=params.family, config_key=key, metrics=metrics, train_seconds=seconds,
                        device=found.data.tags.get(T.DEVICE, "?"),
                        cached=found.data.tags.get(T.PREFECT_FLOW_RUN_ID) != flow_run_id)
 
@@ -151,6 +153,23 @@ def _run_family(family: str, params: PipelineParams, dataset: DatasetRef, traine
         return summary.model_copy(update={"error": _first_line(err)})
 
 
+def stop_if_tracking_lost(summaries: list[FamilySummary], models: list[str]) -> None:
+    """Before starting the next family: when the tracking server no longer answers, start none. Raises
+    TrackingUnavailableError naming the server, what finished and what did not (nothing of those was
+    registered); the interrupted runs are left for the stale-run clean-up when the server is back."""
+    from genlib.tracking import TrackingUnavailableError, check_tracking, resolve_tracking
+
+    target = resolve_tracking()
+    try:
+        check_tracking(target, timeout=5)
+    except TrackingUnavailableError:
+        done = [s.family for s in summaries if s.registration is not None]
+        left = [s.family for s in summaries if s.registration is None] + models[len(summaries):]
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {target.uri} became unreachable; finished: {', '.join(done) or 'none'}; "
+            f"not finished (nothing registered): {', '.join(left)}") from None
+
+
 def _seconds(summaries: list[FamilySummary]) -> dict[str, float]:
     """Compute (train, evaluate) and MLflow logging measured inside the tasks, for work not taken from the cache."""
     out = {"train": 0.0, "evaluate": 0.0, "tracking": 0.0}
@@ -172,6 +191,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
 
     from genlib.tracking import tags as T
     from genlib.tracking.cleanup import end_runs_on_signal, mark_stale_runs
+    from genlib.tracking.store import ui_url
 
     t_start = time.perf_counter()
     dataset = prepare_data(params.data)
@@ -194,7 +214,11 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             def trained_by(f: str) -> Any:
                 return lambda: train_family(train_params[f], dataset.digest)
 
-        summaries = [_run_family(f, params, dataset, trained_by(f)) for f in params.models]
+        summaries: list[FamilySummary] = []
+        for family in params.models:
+            if summaries:  # prepare_data has just checked it for the first
+                stop_if_tracking_lost(summaries, params.models)
+            summaries.append(_run_family(family, params, dataset, trained_by(family)))
         seconds = {**_seconds(summaries), "suite": 0.0}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None
@@ -206,6 +230,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
                                 report_run_id=report.run_id if report else None,
                                 tracking_uri=mlflow.get_tracking_uri(), seconds=seconds)
         log_summary(parent_run_id, result)
+        url = ui_url(dataset.experiment_id, parent_run_id)
+        get_run_logger().info("MLflow pipeline run %s%s", parent_run_id, f": {url}" if url else "")
         failed = [s.family for s in summaries if s.error]
         if failed:
             raise PipelineFailedError(f"{len(failed)} of {len(summaries)} families failed: {', '.join(failed)}",
@@ -220,9 +246,14 @@ def log_summary(run_id: str, result: PipelineResult) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    from genlib.tracking import tags as T
+
     client = MlflowClient()
     rows = [summary_row(s) for s in result.families]
     client.log_table(run_id, pd.DataFrame(rows), "summary.json")
+    done = sum(1 for s in result.families if s.registration is not None)
+    client.set_tag(run_id, T.MLFLOW_RUN_NOTE, f"Pipeline on {result.dataset.name}: {done} of {len(rows)} families "
+                   "registered; one row per family in summary.json, the runs nested below.")
     client.log_dict(run_id, result.model_dump(mode="json"), "pipeline_result.json")
     now = int(time.time() * 1000)
     metrics = {f"{k}_seconds": v for k, v in result.seconds.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 
@@ -16,13 +17,34 @@ from flows.results import RESULTS
 from genlib.spec import RunSpec
 
 
-@task(cache_policy=SpecAndStore(), persist_result=True, result_serializer=RESULTS)
+def retry_unless_user_error(task_: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed training unless a genlib error stopped it (bad settings, divergence, lost tracking
+    server): those would fail again. A retry resumes from the last checkpoint."""
+    from genlib.errors import GenlibError
+
+    try:
+        state.result()
+    except GenlibError:
+        return False
+    except BaseException:  # noqa: BLE001 - anything else (a crash, an I/O error) is worth a retry
+        return True
+    return False
+
+
+@task(cache_policy=SpecAndStore(), persist_result=True, result_serializer=RESULTS,
+      retry_condition_fn=retry_unless_user_error)
 def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str = "auto",
                 image_every: int | None = None) -> TrainResult:
-    """Train ``spec`` in an MLflow run and log the model; a failure (NaN loss, crash) leaves the run FAILED."""
+    """Train ``spec`` in an MLflow run and log the model; a failure (NaN loss, crash) leaves the run FAILED.
+
+    Checkpoints go to the resume folder of (spec, digest) (genlib.tracking.resume) every
+    ``spec.train.checkpoint_every`` epochs; when an earlier attempt left one (a kill, a crash, a retry),
+    training resumes from it into the same MLflow run and says so in one line.
+    """
     import mlflow
 
-    from genlib.tracking import MLflowCallback, ensure_experiment, log_genlib_model, resolve_tracking
+    from genlib.tracking import MLflowCallback, ensure_experiment, log_genlib_model, resolve_tracking, store_identity
+    from genlib.tracking import resume
     from genlib.tracking import tags as T
     from genlib.tracking.runs import log_dataset_input, run_name
     from genlib.training import save_checkpoint, train_model
@@ -31,15 +53,25 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
     data = load_data(data_params, expected_digest=digest)
     torch_device = resolve_device(device)
     experiment_id = ensure_experiment(data.name, resolve_tracking())
-    key = spec.cache_key(digest)
+    key, store = spec.cache_key(digest), store_identity()
+    point = resume.resume_point(spec.family, key, store)
+    resuming = point.resumable
+    tags = {T.MODEL: spec.family, T.PROFILE: spec.profile}
+    if resuming:
+        tags[T.RESUMED_FROM_EPOCH] = str(point.epoch)
     with track("train", experiment_id=experiment_id, name=run_name(spec.family, spec.profile, key), dataset=data.name,
-               digest=digest, config_key=key, device=str(torch_device),
-               tags={T.MODEL: spec.family, T.PROFILE: spec.profile}) as run_id:
-        logger.info("training %s on %s (%s), MLflow run %s", spec.family, torch_device, data.name, run_id)
-        log_dataset_input(data, context="training", run_id=run_id)
+               digest=digest, config_key=key, device=str(torch_device), tags=tags,
+               run_id=point.run_id if resuming else None) as run_id:
+        if resuming:
+            logger.info("resumed %s from epoch %d", spec.family, point.epoch)
+        else:
+            resume.record_run(point, run_id, store)
+            logger.info("training %s on %s (%s), MLflow run %s", spec.family, torch_device, data.name, run_id)
+            log_dataset_input(data, context="training", run_id=run_id)
         callback = MLflowCallback(run_id, data.x_test, data.y_test, seed=spec.train.seed, image_every=image_every)
         try:
             trained = train_model(spec.model, data, spec.train, device=torch_device, callbacks=[callback],
+                                  checkpoint_dir=point.folder, resume_from=point.checkpoint if resuming else None,
                                   progress=False)
         finally:
             callback.close()
@@ -54,12 +86,18 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
         tracking = callback.seconds + time.perf_counter() - t0
         metrics = {"epochs_run": float(fit.epochs_run), "best_epoch": float(fit.best_epoch),
                    "train_seconds": compute, "tracking_seconds": tracking}
-        mlflow.log_metrics(metrics)
+        resumed = f", resumed from epoch {point.epoch}" if resuming else ""
+        mlflow.set_tags({T.EPOCHS_RUN: fit.epochs_run, T.BEST_EPOCH: fit.best_epoch, T.TRAIN_SECONDS: f"{compute:.2f}",
+                         T.TRACKING_SECONDS: f"{tracking:.2f}", T.MLFLOW_RUN_NOTE: (
+                             f"{spec.family} ({spec.profile} profile) on {data.name} (digest {digest[:12]}): "
+                             f"{fit.epochs_run} epochs (best {fit.best_epoch}) in {compute:.1f} s on "
+                             f"{torch_device}{resumed}. Test metrics: this model's evaluation run.")})
+    resume.clear(point)  # the model is logged: nothing left to resume
     logger.info("%s: %d epochs in %.1fs (+%.1fs tracking), model %s", spec.family, fit.epochs_run, compute,
                 tracking, info.model_uri)
     return TrainResult(run_id=run_id, model_uri=info.model_uri, model_id=info.model_id, family=spec.family,
                        config_key=key, metrics=metrics, train_seconds=compute, tracking_seconds=tracking,
-                       device=str(torch_device))
+                       device=str(torch_device), resumed_from_epoch=point.epoch if resuming else None)
 
 
 def train_family(params: TrainParams, digest: str) -> TrainResult:
@@ -71,8 +109,9 @@ def train_family(params: TrainParams, digest: str) -> TrainResult:
         raise DataError(f"{params.data.dataset}: digest {digest[:12]} here, expected "
                         f"{params.expected_digest[:12]}; the data differ between machines")
     spec = params.resolve(load_data(params.data, expected_digest=digest))
-    return run_or_reuse(fit_and_log, spec, params.data, digest, params.device, params.image_every,
-                        needs_model=True, label=params.family)
+    fit = fit_and_log.with_options(retries=params.retries, retry_delay_seconds=2)
+    return run_or_reuse(fit, spec, params.data, digest, params.device, params.image_every, needs_model=True,
+                        label=params.family)
 
 
 @flow(name="train", result_serializer=RESULTS)

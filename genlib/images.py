@@ -82,15 +82,20 @@ def grid_figure(rows: Sequence[Tensor], row_labels: Sequence[str], title: str = 
 
 
 def reconstructions_figure(originals: Tensor, reconstructions: Tensor, title: str = "",
-                           noisy: Tensor | None = None) -> Any:
-    """Originals (N, C, H, W) in the row labelled "original", their reconstructions below (and the
-    corrupted inputs between them for a denoising model)."""
-    rows, labels = [originals], ["original"]
-    if noisy is not None:
-        rows.append(noisy)
-        labels.append("noisy input")
-    rows.append(reconstructions)
-    labels.append("reconstruction")
+                           noisy: Tensor | None = None, per_row: int = 8) -> Any:
+    """Originals (N, C, H, W) in rows labelled "original", each with its reconstructions in the row below
+    (and the corrupted inputs between them for a denoising model), ``per_row`` images per row: narrow
+    enough for MLflow's artifact preview to show it at full size."""
+    rows, labels = [], []
+    for start in range(0, originals.shape[0], per_row):
+        part = slice(start, start + per_row)
+        rows.append(originals[part])
+        labels.append("original")
+        if noisy is not None:
+            rows.append(noisy[part])
+            labels.append("noisy input")
+        rows.append(reconstructions[part])
+        labels.append("reconstruction")
     return grid_figure(rows, labels, title)
 
 

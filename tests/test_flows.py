@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from flows.params import DataParams, PipelineParams, TrainParams
+from flows.params import DataParams, PipelineParams, TrainParams, TrainResult
 
 pytest.register_assert_rewrite("tests.services")  # before importing it: it is a plugin too (below)
-from tests.services import BIN, ROOT, SMALL_DATA, TINY_EVAL, closed_port_uri, stop
+from tests.services import BIN, ROOT, SMALL_DATA, TINY_EVAL, closed_port_uri, free_port, stop, wait_http
 
 # The session services as a plugin: one MLflow server and one Prefect harness for every module using them.
 pytest_plugins = ["tests.services"]
@@ -216,3 +216,131 @@ def test_train_deployment_runs_on_a_process_worker(tracking, prefect_api, tmp_pa
     assert run.data.tags["genlib.prefect_flow_run_id"] != ""  # trained by the worker's flow run
     version = MlflowClient().get_model_version("genlib-dae-digits", family.registration.version)
     assert version.run_id == family.train.run_id
+
+
+# --- interrupted training and a lost tracking server ----------------------------------------------
+
+EPOCHS = 60
+_TRAIN_SCRIPT = """
+import sys
+from flows.params import DataParams, TrainParams
+from flows.train import train
+params = TrainParams.model_validate_json(sys.argv[1])
+print("RESULT", train(params).model_dump_json(), flush=True)
+"""
+
+
+def _resume_params() -> TrainParams:
+    # Long enough (about 0.25 s an epoch) to be killed mid-run; a spec no other test trains.
+    return TrainParams(family="conv-ae", data=DataParams(**SMALL_DATA), device="cpu", overrides={
+        "model": {"channels": (4, 8), "latent_dim": 4}, "train": {"epochs": EPOCHS, "checkpoint_every": 5}})
+
+
+def _train_in_subprocess(params: TrainParams, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "python"), "-c", _TRAIN_SCRIPT, params.model_dump_json()], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.slow  # about 1.5 min: two training subprocesses and an uninterrupted reference
+def test_training_killed_mid_run_resumes_into_the_same_run_with_the_same_weights(tracking, prefect_api):
+    import signal
+
+    import torch
+    from mlflow import MlflowClient
+
+    from flows.common import load_data
+    from genlib.tracking import load_genlib_model, resume, store_identity
+    from genlib.tracking.resume import resume_point
+    from genlib.training import train_model
+
+    params = _resume_params()
+    data = load_data(params.data)
+    spec = params.resolve(data)
+    key = spec.cache_key(data.digest)
+    point = resume_point(spec.family, key, store_identity())
+    resume.clear(point)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": tracking,
+           "PREFECT_LOGGING_LEVEL": "INFO"}  # as a user's console shows it
+
+    first = _train_in_subprocess(params, env)
+    deadline = time.monotonic() + 240
+    try:
+        while resume_point(spec.family, key, store_identity()).epoch < 10:
+            assert first.poll() is None, first.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint at epoch 10 within 4 minutes"
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        first.wait()
+    killed = resume_point(spec.family, key, store_identity())
+    assert killed.resumable and 10 <= killed.epoch < EPOCHS
+
+    # The same command again: it resumes from the checkpoint, into the same MLflow run, and says so.
+    second = _train_in_subprocess(params, env)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-3000:]
+    assert f"resumed conv-ae from epoch {killed.epoch}" in out
+    result = TrainResult.model_validate_json(out.split("RESULT ", 1)[1].splitlines()[0])
+    assert result.run_id == killed.run_id and result.resumed_from_epoch == killed.epoch
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["genlib.resumed_from_epoch"] == str(killed.epoch)
+    steps = {m.step for m in MlflowClient().get_metric_history(result.run_id, "train_loss")}
+    assert steps == set(range(1, EPOCHS + 1))
+    assert not point.folder.exists()  # nothing left to resume once the model is logged
+
+    # The weights of an uninterrupted run on the CPU.
+    reference = train_model(spec.model, data, spec.train, device="cpu", progress=False).model.cpu()
+    resumed = load_genlib_model(result.model_uri)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
+@pytest.mark.slow  # about 1 min: its own MLflow server, started twice
+def test_pipeline_stops_when_the_tracking_server_goes_away(prefect_api, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    import flows.pipeline as pipeline_module
+    from genlib.tracking import TrackingUnavailableError
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        wait_http(f"{uri}/health", timeout=180, proc=server)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        started: list[str] = []
+        run_family = pipeline_module._run_family
+
+        def then_lose_the_server(family, *args):
+            started.append(family)
+            summary = run_family(family, *args)
+            stop(server)  # the server goes away after the first family
+            return summary
+
+        monkeypatch.setattr(pipeline_module, "_run_family", then_lose_the_server)
+        with pytest.raises(TrackingUnavailableError) as err:
+            pipeline_module.pipeline(_params(["ae", "dae", "rbm"], train_overrides={"epochs": 1}, suite=False))
+    finally:
+        stop(server)
+    message = str(err.value)
+    assert "\n" not in message and uri in message
+    assert "finished: ae" in message and "not finished (nothing registered): dae, rbm" in message
+    assert started == ["ae"]  # no family started against the dead server
+    # The server back on the same store: ae was registered, nothing else.
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        wait_http(f"{uri}/health", timeout=180, proc=server)
+        names = {m.name for m in MlflowClient(uri).search_registered_models()}
+        assert names == {"genlib-ae-digits"}
+    finally:
+        stop(server)

@@ -166,8 +166,9 @@ def test_callback_logs_every_loss_term_per_epoch_grids_and_curves(tracking, logg
         for split in ("train", "val"):
             history = client.get_metric_history(run_id, f"{split}_{term}")
             assert [m.step for m in history] == [1, 2]
-    files = {a.path for a in client.list_artifacts(run_id, "images")} | {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert {"images/reconstructions.png", "images/samples.png", "images/epoch_001_samples.png",
+    files = {a.path for a in client.list_artifacts(run_id, "snapshots")}
+    files |= {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert {"snapshots/reconstructions.png", "snapshots/samples.png", "snapshots/epoch_001_samples.png",
             "plots/loss_curves.png"} <= files
 
 

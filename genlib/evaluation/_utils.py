@@ -69,33 +69,12 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
-def image_row(images: Tensor, pad: int = 2) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> one (H + 2 pad, N (W + pad) + pad, C) array, white-padded, images side by side.
-
-    Built here rather than with torchvision's make_grid so that importing evaluation stays light.
-    """
-    x = images.detach().float().cpu().clamp(0, 1).numpy()
-    n, c, h, w = x.shape
-    out = np.ones((h + 2 * pad, n * (w + pad) + pad, c), dtype=np.float32)
-    for i in range(n):
-        left = pad + i * (w + pad)
-        out[pad : pad + h, left : left + w, :] = x[i].transpose(1, 2, 0)
-    return out
-
-
 def grid_figure(rows: Sequence[Tensor], row_titles: Sequence[str], title: str) -> Figure:
-    """One figure with each (N, C, H, W) tensor of ``rows`` shown as a row of images, titled on the left."""
-    n = max(r.shape[0] for r in rows)
-    fig = Figure(figsize=(max(4.0, 0.8 * n + 1.2), 0.9 * len(rows) + 0.6), layout="constrained")
-    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for ax, images, label in zip(axes, rows, row_titles):
-        grid = image_row(images)
-        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return fig
+    """One figure with each (N, C, H, W) tensor of ``rows`` shown as a row of images, titled on the left
+    (genlib.images' builder: make_grid, 2x upscaled, labelled rows)."""
+    from genlib.images import grid_figure as build
+
+    return build(rows, row_titles, title)
 
 
 def with_train(data: Any, x_train: Tensor, y_train: Tensor, x_val: Tensor | None = None, y_val: Tensor | None = None) -> Any:

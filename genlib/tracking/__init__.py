@@ -30,6 +30,8 @@ __all__ = [
     "project_mlflow_dir",
     "resolve_tracking",
     "store_identity",
+    "tracked_run",
+    "nested_under",
 ]
 
 
@@ -39,6 +41,10 @@ def __getattr__(name: str):
         from genlib.tracking.callback import MLflowCallback
 
         return MLflowCallback
+    if name in ("tracked_run", "nested_under"):
+        from genlib.tracking import runs
+
+        return getattr(runs, name)
     if name in ("load_genlib_model", "log_genlib_model"):
         from genlib.tracking import pyfunc
 

@@ -17,6 +17,8 @@ from genlib.training.loop import Callback, FitResult, TrainConfig
 
 logger = logging.getLogger(__name__)
 
+# Folders sort in MLflow's artifact tree: "plots" (the loss curves) before "snapshots" (the image grids).
+SNAPSHOTS_DIR = "snapshots"
 # MLflow keeps param values up to 6000 characters; longer ones are cut with a marker.
 _PARAM_LIMIT = 6000
 
@@ -39,8 +41,9 @@ class MLflowCallback(Callback):
 
     At the start: the model config (``model.*``) and train config (``train.*``) as params. After each
     epoch: every metric of the fit history (each loss term, train and val) at step = epoch, in one
-    batched call. At the end: ``images/reconstructions.png``, ``images/samples.png`` (as the model
-    can), ``images/epoch_NNN_*.png`` every ``image_every`` epochs, and ``plots/loss_curves.png``,
+    batched call. At the end: ``plots/loss_curves.png`` (the first artifact in MLflow's tree),
+    ``snapshots/reconstructions.png``, ``snapshots/samples.png`` (as the model can), and
+    ``snapshots/epoch_NNN_*.png`` every ``image_every`` epochs,
     uploaded together.
 
     Args:
@@ -96,8 +99,10 @@ class MLflowCallback(Callback):
         t0 = time.perf_counter()
         if not self._stages:  # a stage's model (an RBM of a pre-training stack) is not the image model
             self._write_grids(result.model, prefix="")
-        if self.history:
-            write_loss_curves(self.history, self._staging / "plots" / "loss_curves.png")
+        # The fit's history covers the epochs before a resume too (this callback saw only the later ones).
+        history = result.history or self.history
+        if history:
+            write_loss_curves(history, self._staging / "plots" / "loss_curves.png")
         self.flush()
         self.seconds += time.perf_counter() - t0
 
@@ -145,7 +150,8 @@ class MLflowCallback(Callback):
     def _write_grids(self, model: Any, prefix: str) -> None:
         from genlib.images import save_model_figures
 
-        save_model_figures(model, self._staging / "images", self.images, self.labels, seed=self.seed, prefix=prefix)
+        save_model_figures(model, self._staging / SNAPSHOTS_DIR, self.images, self.labels, seed=self.seed,
+                           prefix=prefix)
 
 
 def write_loss_curves(history: list[dict[str, float]], path: Path) -> Path:

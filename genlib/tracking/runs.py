@@ -147,10 +147,11 @@ def log_model_input(run_id: str, model_id: str) -> None:
     mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id)])
 
 
-def log_report(report: Any, run_id: str, *, model_id: str | None = None) -> list[str]:
-    """Log an EvaluationReport into ``run_id``: metrics (one call, linked to ``model_id`` when given),
-    each table with ``log_table`` (``tables/<name>.json``, readable by ``mlflow.load_table``), each
-    figure as ``plots/<name>.png`` and the markdown as ``report.md``. Returns the table names."""
+def log_report(report: Any, run_id: str, *, model_id: str | None = None, data: Any = None) -> list[str]:
+    """Log an EvaluationReport into ``run_id``: metrics (one call, linked to ``model_id`` and the DataSplits
+    ``data`` when given), each table with ``log_table`` (``tables/<name>.json``, readable by
+    ``mlflow.load_table``), each figure as ``plots/<name>.png`` and the markdown as ``report.md``.
+    Returns the table names."""
     from mlflow.entities import Metric
 
     client = mlflow.MlflowClient()
@@ -159,7 +160,9 @@ def log_report(report: Any, run_id: str, *, model_id: str | None = None) -> list
         import time
 
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0, model_id=model_id) for k, v in numeric.items()],
+        # Same short digest as the run's data set input, so the model page names the data set of each metric.
+        on = {"dataset_name": data.name, "dataset_digest": data.digest[:16]} if data is not None else {}
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0, model_id=model_id, **on) for k, v in numeric.items()],
                          synchronous=True)
     for name, table in report.tables.items():
         client.log_table(run_id, table.reset_index(drop=True), f"{TABLES_DIR}/{name}.json")
