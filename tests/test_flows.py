@@ -344,3 +344,36 @@ def test_pipeline_stops_when_the_tracking_server_goes_away(prefect_api, tmp_path
         assert names == {"genlib-ae-digits"}
     finally:
         stop(server)
+
+
+def test_a_retried_training_resumes_from_its_last_checkpoint(tracking, monkeypatch):
+    import torch
+    from mlflow import MlflowClient
+
+    from flows.common import load_data
+    from flows.train import train
+    from genlib.tracking import load_genlib_model
+    from genlib.tracking.callback import MLflowCallback
+    from genlib.training import train_model
+
+    params = TrainParams(family="ae", data=DataParams(**SMALL_DATA), device="cpu", retries=1, overrides={
+        "model": {"hidden_dims": (32,), "latent_dim": 4}, "train": {"epochs": 8, "checkpoint_every": 3}})
+    crashes = []
+    on_epoch_end = MLflowCallback.on_epoch_end
+
+    def crash_once(self, epoch, metrics, model):
+        on_epoch_end(self, epoch, metrics, model)
+        if epoch == 5 and not crashes:  # a crash that is no genlib error: worth a retry
+            crashes.append(self.run_id)
+            raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(MLflowCallback, "on_epoch_end", crash_once)
+    result = train(params)
+    assert crashes == [result.run_id] and result.resumed_from_epoch == 3  # the retry continued the same run
+    assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
+    data = load_data(params.data)
+    spec = params.resolve(data)
+    reference = train_model(spec.model, data, spec.train, device="cpu", progress=False).model.cpu()
+    resumed = load_genlib_model(result.model_uri)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
