@@ -42,7 +42,7 @@ class EvalProfile(BaseModel):
     suite_models: tuple[str, ...] = ("ae", "vae")  # compared with PCA at every latent size
     pretrain_model: str = "ae"  # its encoder is fine-tuned with few labels (one of suite_models)
     suite_hidden_dims: tuple[int, ...] = (256, 128)
-    suite_epochs: int = Field(20, ge=1)
+    suite_epochs: int = Field(15, ge=1)
     suite_batch_size: int = Field(64, ge=1)
     probe_max_train: int = Field(10000, ge=10)  # logistic probe fits on at most this many train codes
 
@@ -56,7 +56,7 @@ class EvalProfile(BaseModel):
     classifier_lr: float = Field(1e-3, gt=0)
 
     # --- suite: augmentation ------------------------------------------------------------------
-    augment_budgets: tuple[int, ...] = (100, 600)
+    augment_budgets: tuple[int, ...] = (100,)
     n_synthetic: int = Field(1000, ge=0)  # synthetic labelled images added per run (balanced over classes)
     augment_steps: int = Field(200, ge=1)  # classifier steps, the same for every condition
     augment_classifier: Literal["mlp", "cnn"] = "mlp"
