@@ -67,6 +67,22 @@ def test_invalid_parameters_are_rejected_before_any_work(tracking):
     assert len(_runs()) == before
 
 
+def test_deployment_form_renders_choices_defaults_and_examples():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import pipeline
+    from genlib.models import list_models
+
+    props = parameter_schema(pipeline).model_dump()["definitions"]["PipelineParams"]["properties"]
+    # A multi-select of the families with all of them selected (a static default, not a factory).
+    assert props["models"]["items"]["enum"] == list_models() and props["models"]["default"] == list_models()
+    assert props["device"]["enum"] == ["auto", "cpu", "cuda", "mps"] and props["device"]["default"] == "auto"
+    for name in ("model_overrides", "train_overrides", "eval_overrides"):
+        assert props[name]["description"] and props[name]["examples"], name
+    PipelineParams(**{k: v["examples"][0] for k, v in props.items() if k.endswith("_overrides")},
+                   models=["vae", "gan"])  # the examples are valid values
+
+
 def test_unreachable_tracking_server_fails_early_naming_the_uri(prefect_api, monkeypatch):
     from flows.pipeline import pipeline
     from genlib.tracking import TrackingUnavailableError
