@@ -107,13 +107,17 @@ class MLflowCallback(Callback):
         self.seconds += time.perf_counter() - t0
 
     def on_stage_begin(self, name: str) -> None:
-        """Open a child run ``<parent run name>/<name>`` (tag ``genlib.stage``); the stage's fit logs there."""
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+        """Open a child run ``<parent run name>/<name>`` (tag ``genlib.stage``); the stage's fit logs there.
+        It is a ``train`` run with the standard tags (host and PID: the stale-run clean-up sees it too)."""
+        from genlib.tracking import tags as T
+        from genlib.tracking.runs import standard_tags
 
         t0 = time.perf_counter()
         parent = self.client.get_run(self.run_id)
+        inherited = {k: v for k, v in parent.data.tags.items() if k in (T.DATASET, T.DATASET_DIGEST, T.DEVICE)}
         child = self.client.create_run(parent.info.experiment_id, run_name=f"{parent.info.run_name}/{name}",
-                                       tags={MLFLOW_PARENT_RUN_ID: self.run_id, "genlib.stage": name})
+                                       tags={**standard_tags("train"), **inherited, T.MLFLOW_PARENT_RUN_ID: self.run_id,
+                                             T.STAGE: name})
         self._stages.append((self.run_id, self.history))
         self.run_id, self.history = child.info.run_id, []
         self.seconds += time.perf_counter() - t0

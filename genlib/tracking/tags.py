@@ -33,6 +33,8 @@ SUITE_RUN_ID = "genlib.suite_run_id"
 MODELS = "genlib.models"
 EVAL_RUN_PREFIX = "genlib.eval_run."
 RESUMED_FROM_EPOCH = "genlib.resumed_from_epoch"
+# A child run of a train run, for one training stage (an RBM of a pre-training stack).
+STAGE = "genlib.stage"
 # A train run's totals, as tags (single values would open its metric charts on bar charts).
 EPOCHS_RUN = "genlib.epochs_run"
 BEST_EPOCH = "genlib.best_epoch"
