@@ -35,6 +35,7 @@ HOLDER_TAG = "genlib.lock_holder"
 # A promotion holds the lock for a handful of requests; a holder seen this long has died or hung.
 STALE_AFTER_SECONDS = 60.0
 TIMEOUT_SECONDS = 180.0
+_TRANSIENT = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 def lock_name(name: str) -> str:
@@ -103,7 +104,12 @@ def acquire(client: Any, name: str, *, timeout: float = TIMEOUT_SECONDS,
                                            description=f"genlib: lock for moving aliases of {name}")
             return token
         except MlflowException as err:
-            if _error_code(err) != "RESOURCE_ALREADY_EXISTS":
+            code = _error_code(err)
+            if code in _TRANSIENT and time.monotonic() < deadline:  # e.g. a busy sqlite store behind the server
+                logger.info("registry lock of %s: %s, retrying", name, code)
+                time.sleep(random.uniform(0.2, 1.0))
+                continue
+            if code != "RESOURCE_ALREADY_EXISTS":
                 raise
         holder = _holder(client, lock)
         if holder == token:  # our create succeeded but its reply was lost and retried
