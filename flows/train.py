@@ -21,12 +21,17 @@ def retry_unless_user_error(task_: Any, task_run: Any, state: Any) -> bool:
     """Retry a failed training unless a genlib error stopped it (bad settings, divergence, lost tracking
     server): those would fail again. A retry resumes from the last checkpoint."""
     from genlib.errors import GenlibError
+    from genlib.tracking import TrackingUnavailableError, check_tracking, resolve_tracking
 
     try:
         state.result()
     except GenlibError:
         return False
-    except BaseException:  # noqa: BLE001 - anything else (a crash, an I/O error) is worth a retry
+    except BaseException:  # noqa: BLE001 - anything else (a crash, an I/O error) is worth a retry...
+        try:
+            check_tracking(resolve_tracking(), timeout=5)
+        except TrackingUnavailableError:
+            return False  # ...unless the tracking server is gone: the pipeline stops instead
         return True
     return False
 
