@@ -99,8 +99,14 @@ def test_gates_follow_capabilities():
                                                            "likelihood"]
     assert first_failure(check_gates("vae", {**GOOD, "recognised": 0.2})).gate == "recognised"
     assert first_failure(check_gates("ae", {**GOOD, "test_sq_err_per_image": 30.0})).gate == "reconstruction"
-    assert first_failure(check_gates("gan", {**GOOD, "fid": 60.0})).gate == "fid"  # max(20 x 1, 1 + 50) = 51
-    assert first_failure(check_gates("gan", {**GOOD, "fid": 180.0, "fid_real_floor": 9.0})) is None  # 20 x 9
+    assert first_failure(check_gates("gan", {**GOOD, "fid": 60.0})).gate == "fid"  # max(30 x 1, 1 + 50) = 51
+    assert first_failure(check_gates("gan", {**GOOD, "fid": 260.0, "fid_real_floor": 9.0})) is None  # 30 x 9
+    # Grey blots (the CD-1 RBM of the digits default): nothing recognised, nothing on the real manifold.
+    blots = {**GOOD, "recognised": 0.0, "precision": 0.0, "fid": 800.0, "fid_real_floor": 9.3}
+    for name in ("rbm", "vae", "gan", "cgan"):
+        assert not all(c.passed for c in check_gates(name, blots))
+    assert first_failure(check_gates("rbm", {**GOOD, "recognised": 0.35})).gate == "recognised"
+    assert first_failure(check_gates("gan", {**GOOD, "precision": 0.3})).gate == "precision"
     assert first_failure(check_gates("rbm", {**GOOD, "ais_log_likelihood": -300.0})).gate == "likelihood"
     assert first_failure(check_gates("cgan", {**GOOD, "class_accuracy": 0.2})).gate == "class_accuracy"
     assert first_failure(check_gates("gan", {k: v for k, v in GOOD.items() if k != "fid"})).gate == "finite"
