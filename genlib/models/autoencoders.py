@@ -36,6 +36,11 @@ class AEConfig(ModelConfig):
     pretrain: Literal["none", "rbm"] = "none"
     pretrain_epochs: int = Field(10, ge=1)
 
+    @property
+    def pretrains_with_rbms(self) -> bool:
+        """True when training starts with the greedy RBM stack (asked for by genlib.training.pretrain)."""
+        return self.pretrain == "rbm"
+
     @model_validator(mode="after")
     def _pretrain_needs_sigmoid(self) -> "AEConfig":
         if self.pretrain == "rbm" and self.activation != "sigmoid":

@@ -176,7 +176,7 @@ def pretrain_autoencoder(
 
     ``checkpoint_dir`` (the fine-tuning's) gets the stages under ``pretrain/``. Returns the RBM stack.
     """
-    if getattr(model.config, "pretrain", "none") != "rbm":
+    if not getattr(model.config, "pretrains_with_rbms", False):
         return None
     stage_root = Path(checkpoint_dir) / "pretrain" if checkpoint_dir is not None else None
     rbms = pretrain_stack(data, stack_dims(model.config), epochs=model.config.pretrain_epochs, device=device,
