@@ -6,8 +6,9 @@ PYTHON ?= python3
 # Use uv from PATH when there is one; otherwise bootstrap it with pip and run it as a module.
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen
-# make run's training subset of MNIST (seeded; the test set is the standard 10,000 images).
+# make run's training and validation subsets of MNIST (seeded; the test set is the standard 10,000 images).
 RUN_TRAIN_IMAGES ?= 10000
+RUN_VAL_IMAGES ?= 2000
 
 .PHONY: help uv sync run test test-slow bench lint clean up down
 
@@ -23,7 +24,7 @@ sync: uv
 	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
 
 run: sync
-	$(RUN) genlib pipeline --dataset mnist --n-train $(RUN_TRAIN_IMAGES) --profile quick --device cpu
+	$(RUN) genlib pipeline --dataset mnist --n-train $(RUN_TRAIN_IMAGES) --n-val $(RUN_VAL_IMAGES) --profile quick --device cpu
 
 # The scheduled stack on this machine (Prefect + MLflow servers on 127.0.0.1, cpu/gpu workers, the
 # nightly deployment); `make down` stops what `make up` started. Options: make up UP_ARGS="--host ...".

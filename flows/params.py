@@ -187,8 +187,8 @@ class PromoteParams(_Params):
 class PipelineParams(_Params):
     """The nightly job: one data preparation, then train -> evaluate -> register per family, then the suite."""
 
-    # As `make run`: real MNIST, a seeded 10,000-image training subset, the standard test set.
-    data: DataParams = DataParams(dataset="mnist", n_train=10000)
+    # As `make run`: real MNIST, seeded 10,000 training and 2,000 validation images, the standard test set.
+    data: DataParams = DataParams(dataset="mnist", n_train=10000, n_val=2000)
     # A static default (not a factory), so the deployment form shows every family selected.
     models: list[ModelName] = Field(list(ALL_MODELS), min_length=1,  # type: ignore[valid-type]
                                     description="families to train, evaluate and register")

@@ -56,6 +56,9 @@ def pipeline_command(
                                               "a CPU trial run of --profile full)"),
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1, metavar="N",
                                           help="train on a seeded subset of this many training images (default: all)"),
+    n_val: Optional[int] = typer.Option(None, "--n-val", min=1, metavar="N",
+                                        help="validate (loss curves, early stopping) on a seeded subset of this many "
+                                             "validation images (default: all); the test set stays whole"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
 ) -> None:
     """Prepare data, then train, evaluate and register each family, then the suite; print a summary."""
@@ -69,7 +72,7 @@ def pipeline_command(
     # Validate everything before starting anything (flows validate again: a deployment run has no CLI).
     from flows.params import DataParams, PipelineParams
 
-    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train), models=family_list,
+    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train, n_val=n_val), models=family_list,
                        profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
                        train_overrides={} if epochs is None else {"epochs": epochs})
     from genlib.training import resolve_device
