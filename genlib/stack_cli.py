@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Prefect and MLflow servers, cpu/gpu workers and the deployments, "
+from genlib.cli.help import Command, Group
+
+app = typer.Typer(cls=Group, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}, help="Prefect and MLflow servers, cpu/gpu workers and the deployments, "
                                              "on this machine (make up / make down).")
 
 
@@ -18,7 +20,7 @@ def _project(project: Optional[Path]) -> Path:
     return project.expanduser().resolve() if project else project_dir()
 
 
-@app.command("up")
+@app.command("up", cls=Command)
 def up_command(
     host: str = typer.Option("127.0.0.1", "--host", help="interface both servers bind (not loopback: needs "
                              "MLFLOW_AUTH_ADMIN_PASSWORD and PREFECT_SERVER_API_AUTH_STRING)"),
@@ -35,7 +37,7 @@ def up_command(
                      deploy=deploy), echo=typer.echo)
 
 
-@app.command("down")
+@app.command("down", cls=Command)
 def down_command(
     project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
 ) -> None:
@@ -45,7 +47,7 @@ def down_command(
     down(_project(project), echo=typer.echo)
 
 
-@app.command("status")
+@app.command("status", cls=Command)
 def status_command(
     project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -64,7 +66,7 @@ def status_command(
         typer.echo(f"  Prefect UI: {info['prefect_url']}\n  MLflow UI:  {info['mlflow_url']}")
 
 
-@app.command("env")
+@app.command("env", cls=Command)
 def env_command(
     project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
 ) -> None:
