@@ -145,15 +145,8 @@ def eval_profile_names() -> list[str]:
 
 
 def get_eval_profile(name: str, **overrides: Any) -> EvalProfile:
-    """The named profile, optionally with validated overrides; unknown names raise UnknownNameError."""
-    try:
-        base = PROFILES[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown evaluation profile {name!r}; valid names: {', '.join(eval_profile_names())}") from None
-    if not overrides:
-        return base
-    try:
-        return EvalProfile(**{**base.model_dump(), **overrides})
-    except ValidationError as err:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"invalid evaluation profile override: {fields}") from None
+    """The evaluation settings of profile ``name`` with validated overrides: a shorthand for
+    :func:`genlib.spec.resolve_eval`, the one place where overrides are merged."""
+    from genlib.spec import resolve_eval
+
+    return resolve_eval(name, {"evaluation": overrides})

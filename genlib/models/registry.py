@@ -114,7 +114,8 @@ def get_model(name: str, config: Any | None = None, **overrides: Any):
     if config is None:
         config = make_config(name, overrides)
     elif overrides:
-        config = make_config(name, {**config.model_dump(), **overrides})
+        # Changing a config is genlib.spec.resolve_spec's job (the one place where settings are merged).
+        raise ConfigError(f"get_model({name!r}): pass a config or field values, not both")
     if config.model_name != name:
         raise ConfigError(f"config is for {config.model_name!r}, not {name!r}")
     return cls(config)
