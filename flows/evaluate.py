@@ -123,15 +123,19 @@ def combine_evaluations(dataset: DatasetRef, profile: str, suite_run_id: str, mo
     reports = [EvaluationReport(tables=load_report_tables(suite_run_id))]
     for family, run_id in sorted(model_runs.items()):
         reports.append(EvaluationReport(tables=load_report_tables(run_id), name=family))
+    from genlib.evaluation.field_checks import field_checks
+
     combined = combine_reports(reports)
     combined.tables = {k: v for k, v in combined.tables.items() if k in SUITE_TABLES}
+    # What the field knows, read off these tables, first in the report (genlib report shows it).
+    combined.tables = {"field_checks": field_checks(combined.tables), **combined.tables}
     tags = {T.EVAL_PROFILE: profile, T.SUITE_RUN_ID: suite_run_id, T.MODELS: ",".join(sorted(model_runs)),
             **{f"{T.EVAL_RUN_PREFIX}{family}": run_id for family, run_id in model_runs.items()}}
     with track("report", experiment_id=dataset.experiment_id, name=f"report-{profile}", dataset=dataset.name,
                digest=dataset.digest, tags=tags) as report_run_id:
         log_report(combined, report_run_id)
     publish_artifacts(combined, _artifact_key("report", dataset.name), f"Evaluation of {dataset.name} ({profile})",
-                      SUITE_TABLES)
+                      ("field_checks", *SUITE_TABLES))
     return RunRef(run_id=report_run_id, experiment_id=dataset.experiment_id)
 
 
