@@ -19,7 +19,7 @@ from genlib.errors import ConfigError
 from genlib.evaluation.profiles import EvalProfile
 from genlib.models import AnyModelConfig, get_config_class, get_model_class
 from genlib.models.registry import format_validation_error
-from genlib.presets import ProfileName, get_profile  # noqa: F401  (ProfileName: re-exported)
+from genlib.presets import FamilyPreset, Profile, ProfileName, get_profile, register_profile  # noqa: F401
 from genlib.training.config import TrainConfig
 
 # Checkpoint often enough that an interrupted run loses at most this share of its epochs.
@@ -130,6 +130,23 @@ def resolve_spec(
     train = _default_checkpoint_every(_merged(TrainConfig, preset.train, ov.train, "train"))
     evaluation = resolve_eval(profile, ov)
     return RunSpec(family=family, profile=profile, model=model, train=train, evaluation=evaluation)
+
+
+def derive_profile(name: str, base: str, families: Mapping[str, Overrides | Mapping[str, Any]],
+                   evaluation: Mapping[str, Any] | None = None, description: str = "") -> Profile:
+    """Register profile ``name``: the presets of ``base`` for the listed families with their ``model`` and
+    ``train`` overrides, and ``base``'s evaluation settings with ``evaluation``; merged and validated here.
+
+    How benchmarks define their presets (``bench.quality``'s ``quality-*`` profiles) on the same system.
+    """
+    prof = get_profile(base)
+    presets = {}
+    for family, overrides in families.items():
+        ov, preset = as_overrides(overrides), prof.preset(family)
+        presets[family] = FamilyPreset(model=_merged(get_config_class(family), preset.model, ov.model, family),
+                                       train=_merged(TrainConfig, preset.train, ov.train, "train"))
+    ev = _merged(EvalProfile, prof.evaluation, {**(evaluation or {}), "name": name}, "evaluation")
+    return register_profile(Profile(name=name, families=presets, evaluation=ev, description=description))
 
 
 def _field_sections(family: str | None) -> dict[str, set[str]]:

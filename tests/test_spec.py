@@ -78,3 +78,15 @@ def test_resolve_eval_and_profiles_registry():
     assert resolve_eval("quick", {"evaluation": {"seeds": (0, 1, 2, 3)}}).seeds == (0, 1, 2, 3)
     with pytest.raises(ConfigError, match="seeds"):
         resolve_eval("quick", {"evaluation": {"seeds": ()}})
+
+
+def test_derive_profile_registers_validated_presets_on_the_same_system():
+    from genlib.spec import derive_profile
+
+    prof = derive_profile("test-derived", "quick", {"vae": {"model": {"latent_dim": 3}, "train": {"epochs": 2}}},
+                          {"fid_samples": 50})
+    spec = resolve_spec("test-derived", "vae")
+    assert (spec.model.latent_dim, spec.train.epochs, spec.evaluation.fid_samples) == (3, 2, 50)
+    assert prof.evaluation.name == "test-derived" and sorted(prof.families) == ["vae"]
+    with pytest.raises(ConfigError, match="latent_dim"):
+        derive_profile("test-derived-bad", "quick", {"vae": {"model": {"latent_dim": -1}}})

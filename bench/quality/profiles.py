@@ -14,11 +14,10 @@ from typing import Any
 
 from genlib.errors import ConfigError
 from genlib.evaluation.profiles import EvalProfile
-from genlib.models import get_config_class, make_config
-from genlib.presets import FamilyPreset, Profile, get_profile, register_profile
-from genlib.spec import Overrides, RunSpec, parse_set, resolve_eval, resolve_spec
+from genlib.models import get_config_class
+from genlib.presets import Profile, get_profile
+from genlib.spec import Overrides, RunSpec, derive_profile, parse_set, resolve_eval, resolve_spec
 from genlib.spec import data_shape as spec_data_shape
-from genlib.training import TrainConfig
 
 PRESETS = ("full", "cpu-long", "cpu-short", "smoke")
 # Training images per preset (the data, not a model, training or evaluation setting); absent: all 50,000.
@@ -30,30 +29,25 @@ def profile_name(preset: str) -> str:
     return f"quality-{preset}"
 
 
-def _family(base: FamilyPreset, epochs: int, **model: Any) -> FamilyPreset:
-    """``base`` (a ``full`` preset) trained for ``epochs``; early stopping off when it could not trigger."""
-    train = base.train.model_dump()
-    train.update(epochs=epochs, patience=train["patience"] if (train["patience"] or 0) <= epochs else None)
-    config = make_config(base.model.model_name, {**base.model.model_dump(), **model}) if model else base.model
-    return FamilyPreset(model=config, train=TrainConfig(**train))
-
-
 def _register(preset: str, *, epochs: dict[str, int], model: dict[str, dict[str, Any]], generator_steps: int,
               **evaluation: Any) -> Profile:
-    """Register ``quality-<preset>``: the ``full`` presets of the families in ``epochs`` with those epochs and
-    the ``model`` changes, and the ``full`` evaluation profile with the ``evaluation`` changes."""
+    """Register ``quality-<preset>``: the ``full`` presets of the families in ``epochs`` with those epochs
+    (early stopping off where it could not trigger) and the ``model`` changes, and the ``full``
+    evaluation profile with the ``evaluation`` changes."""
     full = get_profile("full")
-    families = {name: _family(full.preset(name), n, **model.get(name, {})) for name, n in epochs.items()}
-    base = full.evaluation.model_dump()
-    base.update(
-        name=profile_name(preset),
-        augment_budgets=(100,),
-        pretrain_latent=30,  # the fine-tuned encoder is the 30-dim deep AE of the first stage
-        generator_steps={g: generator_steps for g in base["generator_steps"]},
+
+    def train(name: str, n: int) -> dict[str, Any]:
+        patience = full.preset(name).train.patience
+        return {"epochs": n, "patience": patience if (patience or 0) <= n else None}
+
+    families = {name: {"model": model.get(name, {}), "train": train(name, n)} for name, n in epochs.items()}
+    evaluation = {
+        "augment_budgets": (100,),
+        "pretrain_latent": 30,  # the fine-tuned encoder is the 30-dim deep AE of the first stage
+        "generator_steps": {g: generator_steps for g in full.evaluation.generator_steps},
         **evaluation,
-    )
-    return register_profile(Profile(name=profile_name(preset), families=families, evaluation=EvalProfile(**base),
-                                    description=f"bench.quality --preset {preset}"))
+    }
+    return derive_profile(profile_name(preset), "full", families, evaluation, f"bench.quality --preset {preset}")
 
 
 _register(
