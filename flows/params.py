@@ -11,6 +11,7 @@ from genlib.evaluation.profiles import EvalProfile
 from genlib.models import list_models
 from genlib.presets import ProfileName
 from genlib.spec import Overrides, RunSpec
+from genlib.tracking.registry import Registration
 
 # The registered model names as a Literal, so the Prefect UI offers a choice (and pydantic refuses others).
 ALL_MODELS: tuple[str, ...] = tuple(list_models())
@@ -167,15 +168,6 @@ class RegisterParams(_Params):
     eval_run_id: str | None = Field(None, description="the evaluation run whose metrics these are")
 
 
-class RegisterResult(_Params):
-    name: str
-    version: str
-    aliases: tuple[str, ...]
-    promoted: bool
-    reason: str
-    failed_gate: str | None = None
-
-
 class PromoteParams(_Params):
     name: str = Field(min_length=1, description="registered model, e.g. genlib-vae-mnist")
     version: str = Field(min_length=1, description="version number or alias (e.g. challenger)",
@@ -248,7 +240,7 @@ class FamilySummary(_Params):
     family: str
     train: TrainResult | None = None
     evaluation: EvaluateResult | None = None
-    registration: RegisterResult | None = None
+    registration: Registration | None = None
     error: str | None = Field(None, description="first line of the error that stopped this family")
 
 
@@ -262,5 +254,5 @@ class PipelineResult(_Params):
 
 
 # The task results that may be persisted (flows.results loads back these classes only).
-RESULT_MODELS: tuple[type[BaseModel], ...] = (DatasetRef, TrainResult, EvaluateResult, RunRef, RegisterResult,
+RESULT_MODELS: tuple[type[BaseModel], ...] = (DatasetRef, TrainResult, EvaluateResult, RunRef, Registration,
                                               FamilySummary, PipelineResult)

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from genlib.data.idx import read_idx
-from genlib.data.registry import DEFAULT_VAL_FRACTION, Prepared, Request
-from genlib.data.splits import seeded_split_indices, split_counts
+from genlib.data.registry import DEFAULT_VAL_FRACTION, Request
+from genlib.data.splits import DataSplits, make_splits, seeded_split_indices, split_counts
 from genlib.errors import DataError
 
 # MNIST convention: the official 60k training images become 50k train + 10k val.
@@ -68,13 +68,15 @@ def num_classes_of(*ys: Tensor) -> int:
     return max([int(y.max()) + 1 for y in ys if y.numel()] or [1])
 
 
-def split_pool(x: Tensor, y: Tensor, req: Request, num_classes: int | None = None) -> Prepared:
-    """Seeded train/val/test split of one pool: test_fraction of it, then val_fraction of the rest."""
+def split_pool(x: Tensor, y: Tensor, req: Request, num_classes: int | None = None) -> DataSplits:
+    """Seeded train/val/test split of one pool: test_fraction of it, then val_fraction of the rest.
+
+    The returned splits carry the request's name and no source yet (``load_dataset`` adds the plan's).
+    """
     n_test, n_val = split_counts(len(y), req.val_fraction, req.test_fraction)
     train, val, test = seeded_split_indices(len(y), req.seed, n_test, n_val)
-    return Prepared(
-        x[train], y[train], x[val], y[val], x[test], y[test], num_classes if num_classes else num_classes_of(y)
-    )
+    return make_splits(req.name, x[train], y[train], x[val], y[val], x[test], y[test],
+                       num_classes=num_classes if num_classes else num_classes_of(y), source="")
 
 
 def official_val_size(n_train: int, val_fraction: float) -> int:
@@ -86,19 +88,12 @@ def official_val_size(n_train: int, val_fraction: float) -> int:
 
 def split_official(
     x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, req: Request, num_classes: int | None = None
-) -> Prepared:
+) -> DataSplits:
     """Official train/test kept; val carved from train by seed (``official_val_size``); test_fraction unused."""
     n_val = official_val_size(len(y_train), req.val_fraction)
     train, val, _ = seeded_split_indices(len(y_train), req.seed, 0, n_val)
-    return Prepared(
-        x_train[train],
-        y_train[train],
-        x_train[val],
-        y_train[val],
-        x_test,
-        y_test,
-        num_classes if num_classes else num_classes_of(y_train, y_test),
-    )
+    return make_splits(req.name, x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test,
+                       num_classes=num_classes if num_classes else num_classes_of(y_train, y_test), source="")
 
 
 def read_idx_pair(images: Path, labels: Path) -> tuple[Tensor, Tensor]:

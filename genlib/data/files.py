@@ -17,7 +17,8 @@ from genlib.data.convert import (
     split_official,
     split_pool,
 )
-from genlib.data.registry import Plan, Prepared, Request
+from genlib.data.registry import Plan, Request
+from genlib.data.splits import DataSplits
 from genlib.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def _resolve_idx_folder(path: Path, req: Request) -> Plan:
     pairs = _pair_idx(folder)
     files = tuple(p for pair in pairs.values() for p in pair)
 
-    def build() -> Prepared:
+    def build() -> DataSplits:
         if "all" in pairs:
             return split_pool(*read_idx_pair(*pairs["all"]), req)
         return split_official(*read_idx_pair(*pairs["train"]), *read_idx_pair(*pairs["test"]), req)
@@ -112,7 +113,7 @@ def _is_npz(path: Path) -> bool:
 
 
 def _resolve_npz(path: Path, req: Request) -> Plan:
-    def build() -> Prepared:
+    def build() -> DataSplits:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 keys = list(npz.keys())
@@ -154,7 +155,7 @@ def _resolve_png_folder(path: Path, req: Request) -> Plan:
     classes = _png_classes(path)
     files = tuple(p for _, pngs in classes for p in pngs)
 
-    def build() -> Prepared:
+    def build() -> DataSplits:
         images, labels = [], []
         expected: tuple[int, int] | None = None
         for label, (_, pngs) in enumerate(classes):

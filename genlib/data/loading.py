@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from pathlib import Path
@@ -83,18 +85,7 @@ def load_dataset(
             return cached
 
     t0 = time.perf_counter()
-    prepared = plan.build()
-    splits = make_splits(
-        name,
-        prepared.x_train,
-        prepared.y_train,
-        prepared.x_val,
-        prepared.y_val,
-        prepared.x_test,
-        prepared.y_test,
-        num_classes=prepared.num_classes,
-        source=plan.source,
-    )
+    splits = dataclasses.replace(plan.build(), name=name, source=plan.source)
     logger.info("prepared %r from %s in %.2fs: %r", name, plan.source, time.perf_counter() - t0, splits)
     if path is not None and key is not None:
         save_cached(path, key, splits)

