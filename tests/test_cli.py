@@ -468,3 +468,13 @@ def test_models_command_prints_the_catalog(capsys):
         name, class_name, *caps = line.replace(",", "").split()
         info = model_info(name)
         assert class_name == info.class_name and caps == info.capabilities
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["pipeline", "--set", "nope=1"], "unknown field 'nope'"),
+    (["pipeline", "--models", "ae", "--set", "noise_level=0.2"], "none of ae has that field"),
+    (["pipeline", "--models", "ae", "--set", "train.epochs=0"], "invalid train config: epochs"),
+])
+def test_pipeline_set_is_the_one_parser_and_fails_in_one_line_before_any_work(argv, needle, capsys):
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "got {" not in err

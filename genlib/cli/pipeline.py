@@ -59,6 +59,10 @@ def pipeline_command(
     n_val: Optional[int] = typer.Option(None, "--n-val", min=1, metavar="N",
                                         help="validate (loss curves, early stopping) on a seeded subset of this many "
                                              "validation images (default: all); the test set stays whole"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="FIELD=VALUE",
+                                             help="a model., train. or evaluation. setting, for every family whose "
+                                                  "config has it, e.g. latent_dim=8 or train.batch_size=128 "
+                                                  "(repeatable)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON instead of a table"),
 ) -> None:
     """Prepare data, then train, evaluate and register each family, then the suite; print a summary."""
@@ -72,9 +76,19 @@ def pipeline_command(
     # Validate everything before starting anything (flows validate again: a deployment run has no CLI).
     from flows.params import DataParams, PipelineParams
 
+    from genlib.models import get_config_class
+    from genlib.spec import parse_set
+
+    overrides = parse_set(set_, values={"train.epochs": epochs})  # the one --set parser; values checked below
+    per_family = {f: {k: v for k, v in overrides.model.items() if k in get_config_class(f).model_fields}
+                  for f in family_list}
+    homeless = [k for k in overrides.model if not any(k in m for m in per_family.values())]
+    if homeless:
+        raise ConfigError(f"--set {homeless[0]}: none of {', '.join(family_list)} has that field")
     params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train, n_val=n_val), models=family_list,
                        profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
-                       train_overrides={} if epochs is None else {"epochs": epochs})
+                       model_overrides={f: m for f, m in per_family.items() if m}, train_overrides=overrides.train,
+                       eval_overrides=overrides.evaluation)
     from genlib.training import resolve_device
 
     if resolve_device(device).type == "cpu" and params.profile == "full" and params.dispatch != "deployment":

@@ -125,7 +125,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line per pydantic error, joined with '; ': ``field: message (got value)``."""
     parts = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "config"
+        if not e["loc"]:  # a check of the whole model: its message names the field, its input is everything
+            parts.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in e["loc"])
         parts.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
     head = f"invalid {prefix} config: " if prefix else "invalid value: "
     return head + "; ".join(parts)
