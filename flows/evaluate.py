@@ -88,7 +88,11 @@ def evaluate_logged_model(params: EvaluateParams, digest: str, label: str = "") 
 @flow(name="evaluate", result_serializer=RESULTS)
 def evaluate(params: EvaluateParams) -> EvaluateResult:
     """Evaluate the logged model ``params.model_uri`` on ``params.data``; returns the evaluation run id."""
+    from genlib.tracking.cleanup import end_runs_on_signal, mark_stale_runs
+
     check_tracking_store()
+    mark_stale_runs()
+    end_runs_on_signal()  # SIGTERM/SIGINT end this process's evaluation run KILLED
     summary = load_and_validate(params.data)
     return evaluate_logged_model(params, params.expected_digest or summary["digest"])
 

@@ -122,9 +122,12 @@ def train_family(params: TrainParams, digest: str) -> TrainResult:
 @flow(name="train", result_serializer=RESULTS)
 def train(params: TrainParams) -> TrainResult:
     """Train ``params.family`` and log it to MLflow (nested under ``params.parent_run_id`` when given)."""
+    from genlib.tracking.cleanup import end_runs_on_signal, mark_stale_runs
     from genlib.tracking.runs import nested_under
 
     check_tracking_store()
+    mark_stale_runs()  # a worker's earlier, killed process left its runs RUNNING: FAILED, with a note
+    end_runs_on_signal()  # a cancelled deployment run (SIGTERM) ends its MLflow run KILLED
     summary = load_and_validate(params.data)
     with nested_under(params.parent_run_id):
         return train_family(params, summary["digest"])
