@@ -40,7 +40,7 @@ def promote_command(
 
     configure_tracking()
     done = promote(name, version, alias, force=force)
-    if done.previous == done.version and not done.forced:
+    if not done.changed:  # forced or not: nothing moved
         typer.echo(f"{done.name}: version {done.version} is already @{done.alias}; nothing changed")
         return
     forced = " (forced past a failed gate)" if done.forced else ""
