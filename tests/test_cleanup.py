@@ -65,7 +65,10 @@ def test_stale_runs_of_gone_processes_are_marked_failed_with_a_note(tracking):
 
 
 _SIGNALLED = r"""
-import sys, time
+import signal, sys, time
+# A shell's background job starts with SIGINT ignored (as under `nohup make test &`); a user's Ctrl-C
+# reaches a foreground process, whose SIGINT raises KeyboardInterrupt: give the child that.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import mlflow
 from genlib.tracking.cleanup import end_runs_on_signal
 from genlib.tracking.runs import standard_tags

@@ -125,7 +125,9 @@ def end_runs_on_signal(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT
     try:
         for signum in signals:
             previous = signal.getsignal(signum)
-            if getattr(previous, "_genlib_ends_runs", False):
+            # Already ours, or ignored on purpose (a background job's SIGINT): the process will not end on
+            # it, so its runs must not be marked KILLED either.
+            if getattr(previous, "_genlib_ends_runs", False) or previous is signal.SIG_IGN:
                 continue
             signal.signal(signum, _handler(signum, previous))
     except ValueError:  # not the main thread
