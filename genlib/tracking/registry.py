@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,13 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from genlib.tracking.errors import GateFailedError, RegistryError
 from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
 from genlib.tracking.locks import registry_lock
-from genlib.tracking.version_notes import (
+from genlib.tracking.version_notes import (  # noqa: F401  (git_commit, metric tags: re-exported)
     GATES_TAG,
+    METRIC_TAG,
     dethroned_description,
+    git_commit,
+    metric_tags,
+    metrics_from_tags,
     gates_tag,
     promotion_description,
     read_gates,
@@ -34,7 +37,6 @@ from genlib.tracking.version_notes import (
 
 NAME_PREFIX = "genlib-"
 CHAMPION, CHALLENGER = "champion", "challenger"
-METRIC_TAG = "metric."
 _ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
 
 
@@ -63,33 +65,6 @@ class Registration(BaseModel):
         """The first gate that failed, or None when all passed."""
         failed = first_failure(list(self.gates))
         return failed.gate if failed else None
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The checked-out commit of the project, or None when git or a repository is not available."""
-    folder = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
-    # Timings say nothing about the model; everything else numeric is kept as evidence for the gates.
-    return {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not k.endswith("_seconds")}
-
-
-def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
-    out = {}
-    for key, value in tags.items():
-        if key.startswith(METRIC_TAG):
-            try:
-                out[key[len(METRIC_TAG):]] = float(value)
-            except ValueError:
-                continue
-    return out
 
 
 def _client():

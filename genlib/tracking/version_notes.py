@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,3 +86,34 @@ def promotion_description(alias: str, previous: str | None, checks: list[GateChe
     was = f" (was version {previous})" if previous else ""
     how = "a forced promotion (genlib promote --force) past a failed gate" if forced else "a manual promotion"
     return f"@{alias} by {how}{was}. {gates_sentence(list(checks))}"
+
+
+# One tag per key metric (``metric.<name>``), so gates can be re-checked at promotion time.
+METRIC_TAG = "metric."
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The checked-out commit of the project, or None when git or a repository is not available."""
+    folder = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
+    # Timings say nothing about the model; everything else numeric is kept as evidence for the gates.
+    return {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not k.endswith("_seconds")}
+
+
+def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG):
+            try:
+                out[key[len(METRIC_TAG):]] = float(value)
+            except ValueError:
+                continue
+    return out
