@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.errors import GenlibError
+from genlib.ops.processes import pid_alive
 
 def start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): tells a reused PID apart."""
@@ -33,12 +34,8 @@ def start_time(pid: int) -> str | None:
 def alive(record: Mapping[str, Any]) -> bool:
     """True when the recorded process still runs (same PID and, on Linux, the same start time)."""
     pid = int(record["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     started = start_time(pid)
     return record.get("start_time") is None or started is None or started == record["start_time"]
 

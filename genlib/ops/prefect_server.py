@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.errors import GenlibError
-from genlib.ops.processes import answers, die_with_parent, executable, free_port, stop_group, wait_http
+from genlib.ops.processes import answers, die_with_parent, executable, free_port, pid_alive, stop_group, wait_http
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,6 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
     return answers(api_url.rstrip("/") + "/health", timeout=timeout)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_server(home: Path | None = None) -> str | None:
     """The API URL of the project's long-lived Prefect server when one answers, else None.
 
@@ -82,7 +72,7 @@ def running_server(home: Path | None = None) -> str | None:
         if state and state.get("prefect_url"):
             candidates.append(state["prefect_url"].rstrip("/") + "/api")
     record = read_record(home or project_home())
-    if record is not None and _alive(int(record.get("pid", 0))):
+    if record is not None and pid_alive(int(record.get("pid", 0))):
         candidates.append(record["api_url"])
     return next((url for url in candidates if healthy(url)), None)
 

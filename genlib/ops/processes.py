@@ -19,6 +19,17 @@ from typing import Any
 from genlib.errors import ConfigError
 
 
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` runs on this machine (as any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> bool:
     """True once ``url`` answers with a status below 500 within ``timeout`` seconds (False if ``proc`` exits)."""
     deadline = time.monotonic() + timeout

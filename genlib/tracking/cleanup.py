@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from genlib.ops.processes import pid_alive
 from genlib.tracking import tags as T
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,8 @@ def process_start_epoch(pid: int) -> float | None:
 
 def process_gone(pid: int, run_started_ms: int | None = None) -> bool:
     """True when no process ``pid`` runs here, or the one that does started after the run (PID reused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return True
-    except PermissionError:
-        pass  # it runs, as another user
     started = process_start_epoch(pid)
     # /proc times have 10 ms ticks and boot time whole seconds: allow a little slack.
     return started is not None and run_started_ms is not None and started > run_started_ms / 1000 + 2

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from genlib.ops.processes import pid_alive
 from genlib.tracking.errors import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -68,13 +69,7 @@ def _holder_is_dead_here(holder: str) -> bool:
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    return not pid_alive(int(pid_text))
 
 
 def _delete_if_held_by(client: Any, name: str, holder: str) -> None:
