@@ -57,8 +57,12 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A server in its own session that also dies with this process (a killed benchmark leaves none behind)."""
+    from genlib.ops.processes import die_with_parent
+
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
+                                preexec_fn=die_with_parent)
 
 
 def _stop(proc: subprocess.Popen) -> None:
