@@ -41,19 +41,10 @@ def _free_port() -> int:
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    import urllib.request
+    from genlib.ops.processes import wait_http
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
+    if not wait_http(url, timeout, proc):
+        raise RuntimeError(f"{url} did not answer within {timeout} s (or its server exited: {proc.poll()})")
 
 
 def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:

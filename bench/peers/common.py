@@ -71,6 +71,24 @@ def timed_fit(fn: Callable[[], tuple[list[float], Any]]) -> Fit:
     return Fit(time.perf_counter() - t0, epochs, model)
 
 
+def genlib_fit(model: Any, x: Tensor, y: Tensor, *, epochs: int, batch_size: int, shuffle_seed: int) -> Fit:
+    """Time ``epochs`` of genlib's own epoch loop for ``model`` on CPU: the genlib side of every comparison."""
+    from genlib.training.loop import train_one_epoch
+
+    opts = model.configure_optimizers()
+    shuffle = torch.Generator().manual_seed(shuffle_seed)
+
+    def run() -> tuple[list[float], Any]:
+        times = []
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            train_one_epoch(model, x, y, opts, batch_size, shuffle, torch.device("cpu"))
+            times.append(time.perf_counter() - t0)
+        return times, model
+
+    return timed_fit(run)
+
+
 def interleave(sides: Sequence[Side], repeats: int, log: Callable[[str], None]) -> dict[str, list[Fit]]:
     """Every side once per repeat, the order rotating between repeats so that load from other processes
     falls on every side alike."""

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from bench.peers.common import Fit, PeerData, Side, timed_fit
+from bench.peers.common import Fit, PeerData, Side, genlib_fit, timed_fit
 from genlib.models import get_model
 from genlib.spec import resolve_spec
-from genlib.training.loop import train_one_epoch
 
 BATCH = 100
 UNMATCHED = [
@@ -63,19 +61,7 @@ def sides(data: PeerData, epochs: int, seed: int, hidden: int = 500, lr: float =
 
     def genlib_side(config: Any) -> Any:
         def fit(rep: int) -> Fit:
-            model = initial(config, rep)
-            opts = model.configure_optimizers()
-            shuffle = torch.Generator().manual_seed(seed + rep)
-
-            def run() -> tuple[list[float], Any]:
-                times = []
-                for _ in range(epochs):
-                    t0 = time.perf_counter()
-                    train_one_epoch(model, x, y, opts, BATCH, shuffle, torch.device("cpu"))
-                    times.append(time.perf_counter() - t0)
-                return times, model
-
-            return timed_fit(run)
+            return genlib_fit(initial(config, rep), x, y, epochs=epochs, batch_size=BATCH, shuffle_seed=seed + rep)
 
         return fit
 

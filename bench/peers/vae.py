@@ -17,12 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.peers.common import Fit, PeerData, Side, timed_fit
+from bench.peers.common import Fit, PeerData, Side, genlib_fit, timed_fit
 from genlib.evaluation.likelihood import iwae_log_likelihood, vae_elbo
 from genlib.evaluation._utils import seeded
 from genlib.models import get_model
 from genlib.spec import resolve_spec
-from genlib.training.loop import train_one_epoch
 
 BATCH = 100
 UNMATCHED = [
@@ -118,20 +117,8 @@ def sides(data: PeerData, epochs: int, seed: int) -> list[Side]:
         return get_model("vae", config)
 
     def fit_genlib(rep: int) -> Fit:
-        model = initial(rep)
-        opts = model.configure_optimizers()
         x, y = data.train, torch.zeros(data.train.shape[0], dtype=torch.long)
-        shuffle = torch.Generator().manual_seed(seed + rep)
-
-        def run() -> tuple[list[float], Any]:
-            times = []
-            for _ in range(epochs):
-                t0 = time.perf_counter()
-                train_one_epoch(model, x, y, opts, BATCH, shuffle, torch.device("cpu"))
-                times.append(time.perf_counter() - t0)
-            return times, model
-
-        return timed_fit(run)
+        return genlib_fit(initial(rep), x, y, epochs=epochs, batch_size=BATCH, shuffle_seed=seed + rep)
 
     def fit_pythae(rep: int) -> Fit:
         from pythae.models import VAE as PythaeVAE
