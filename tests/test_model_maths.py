@@ -1,4 +1,5 @@
-"""Per-family maths: VAE KL and ELBO, RBM energies versus brute force, CD learning, noise, DAE and GAN losses."""
+"""Per-family maths: VAE KL and ELBO, RBM energies versus brute force, CD learning, noise, DAE and GAN losses,
+the GAN generator's moving average and the cGAN's per-class discriminator bias."""
 
 from __future__ import annotations
 
@@ -414,3 +415,95 @@ def test_gan_refuses_a_batch_of_one_with_a_config_error():
     with pytest.raises(ConfigError, match="batch_size"):
         model.training_step(torch.rand(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), model.configure_optimizers(),
                             nullcontext())
+
+
+def test_gan_moving_average_moves_toward_the_live_generator_by_one_minus_decay():
+    model = _tiny_gan(ema_decay=0.9)
+    assert not {id(p) for p in model.parameters()} & {id(b) for b in model.generator_ema.buffers()}
+    assert any(k.startswith("generator_ema.") for k in model.state_dict())
+    optimizers = model.configure_optimizers()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    model.ema_updates.fill_(10_000)  # past the warm-up: the decay is ema_decay itself
+    before = {k: v.clone() for k, v in model.generator_ema.state_dict().items()}
+    model.training_step(x, y, optimizers, nullcontext())
+    live = model.generator.state_dict()
+    for name, avg in model.generator_ema.state_dict().items():
+        if "running" in name or "num_batches" in name:  # BatchNorm statistics are copied, not averaged
+            assert torch.equal(avg, live[name]), name
+        else:
+            assert torch.allclose(avg, 0.9 * before[name] + 0.1 * live[name], atol=1e-7), name
+    assert int(model.ema_updates) == 10_001
+
+
+def test_gan_moving_average_warms_up_from_the_live_weights():
+    # At update t the decay is min(ema_decay, (1 + t) / (10 + t)): 0.1 at the first step.
+    model = _tiny_gan(ema_decay=0.999)
+    before = {k: v.clone() for k, v in model.generator_ema.state_dict().items()}
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    model.update_ema()
+    live = dict(model.generator.named_parameters())
+    for name, avg in model.generator_ema.named_buffers():
+        if name in live:
+            assert torch.allclose(avg, 0.1 * before[name] + 0.9 * live[name], atol=1e-6), name
+
+
+def test_gan_samples_come_from_the_average_and_decay_zero_uses_the_live_generator():
+    plain = _tiny_gan(ema_decay=0.0)
+    assert plain.generator_ema is None and not any("generator_ema" in k for k in plain.state_dict())
+    z = torch.randn(4, 4, generator=torch.Generator().manual_seed(3))
+    plain.eval()
+    assert torch.equal(plain.generate(z, averaged=True), plain.generate(z))
+
+    model = _tiny_gan(ema_decay=0.5).eval()
+    assert torch.equal(model.generate(z, averaged=True), model.generate(z))  # starts as a copy
+    with torch.no_grad():
+        model.generator_ema.body[-2].bias.add_(0.3)
+    assert not torch.equal(model.generate(z, averaged=True), model.generate(z))
+    # sample() draws z from its generator and decodes it with the average.
+    z0 = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    expected = (model.generate(z0, averaged=True) + 1) / 2
+    assert torch.allclose(model.sample(4, generator=torch.Generator().manual_seed(0)), expected)
+
+
+def test_gan_checkpoint_without_an_average_starts_it_at_the_live_weights():
+    model = _tiny_gan()
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("generator_ema.") and k != "ema_updates"}
+    with torch.no_grad():
+        for p in model.generator_ema.buffers():
+            p.zero_()
+    model.load_state_dict(old)
+    live = model.generator.state_dict()
+    for name, avg in model.generator_ema.state_dict().items():
+        assert torch.equal(avg, live[name]), name
+
+
+def test_cgan_class_bias_makes_the_discriminator_depend_on_the_label():
+    model = _tiny_gan("cgan").eval()
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)).expand(3, -1, -1, -1) * 2 - 1
+    logits = model.discriminate(x, torch.tensor([0, 1, 2]))
+    assert logits.shape == (3,)
+    assert len({round(v, 6) for v in logits.tolist()}) == 3
+    # The first conv sees the image's channels only: the label enters as an additive map after it.
+    assert model.discriminator.body[0].in_channels == 1
+
+
+def test_cgan_one_hot_input_planes_equal_the_per_class_bias():
+    # A discriminator whose first conv reads [image, one-hot maps] (the old form) computes exactly what
+    # the per-class bias form computes once its checkpoint is converted on loading.
+    model = _tiny_gan("cgan").eval()
+    g = torch.Generator().manual_seed(5)
+    old = dict(model.state_dict())
+    old_w = torch.randn(4, 1 + 3, 4, 4, generator=g) * 0.1
+    old["discriminator.body.0.weight"] = old_w
+    del old["discriminator.class_bias.weight"]
+    model.load_state_dict(old)
+
+    x = torch.rand(6, 1, 8, 8, generator=g) * 2 - 1
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    maps = F.one_hot(y, 3).float()[:, :, None, None].expand(-1, -1, 8, 8)
+    stem = F.conv2d(torch.cat([x, maps], 1), old_w, old["discriminator.body.0.bias"], stride=2, padding=1)
+    expected = model.discriminator.body[1:](stem).squeeze(-1)
+    assert torch.allclose(model.discriminate(x, y), expected, atol=1e-5)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import AbstractContextManager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,12 @@ from genlib.models.registry import register_model
 
 
 class GANConfig(ModelConfig):
-    """DCGAN hyper-parameters; Adam(2e-4, beta1=0.5) as in the paper."""
+    """DCGAN hyper-parameters; Adam(2e-4, beta1=0.5) as in the paper.
+
+    ``discriminator_lr`` (None: ``lr``) allows the two time-scale update rule (Heusel et al. 2017).
+    ``ema_decay`` > 0 keeps an exponential moving average of the generator's weights and samples from it
+    (Yazici et al. 2019; ProGAN, StyleGAN and BigGAN do the same); 0 samples from the live generator.
+    """
 
     model_name: Literal["gan"] = "gan"
     latent_dim: int = Field(100, gt=0)
@@ -25,7 +31,9 @@ class GANConfig(ModelConfig):
     discriminator_features: int = Field(64, gt=0)
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
+    discriminator_lr: float | None = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # real target = 1 - label_smoothing
+    ema_decay: float = Field(0.999, ge=0, lt=1)
 
 
 class CGANConfig(GANConfig):
@@ -70,15 +78,21 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images (B, C [+ classes], H, W) in [-1, 1] -> logits (B,)."""
+    """images (B, C, H, W) in [-1, 1] [, labels (B,)] -> logits (B,).
+
+    A conditional discriminator adds a learned per-class map (f, H/2, W/2) after its first conv. That is
+    the same function class as joining constant one-hot maps to the input (a conv of a constant map is a
+    fixed map), at the cost of a conv over C channels instead of C + classes.
+    """
 
     def __init__(self, config: GANConfig, cond: int) -> None:
         super().__init__()
         c, _, _ = config.image_shape
         h, w = check_conv_shape(config.image_shape, 2)
         f = config.discriminator_features
+        self.stem_shape = (f, 2 * h, 2 * w)
         self.body = nn.Sequential(
-            nn.Conv2d(c + cond, f, 4, 2, 1),
+            nn.Conv2d(c, f, 4, 2, 1),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(f, 2 * f, 4, 2, 1, bias=False),
             nn.BatchNorm2d(2 * f),
@@ -86,9 +100,38 @@ class Discriminator(nn.Module):
             nn.Flatten(),
             nn.Linear(2 * f * h * w, 1),
         )
+        self.class_bias = nn.Embedding(cond, f * 4 * h * w) if cond else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x).squeeze(-1)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.body[0](x)
+        if self.class_bias is not None:
+            h = h + self.class_bias(y).view(-1, *self.stem_shape).to(h.dtype)
+        return self.body[1:](h).squeeze(-1)
+
+
+def one_hot_maps_as_class_bias(weight: Tensor, image_channels: int, spatial: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Split a first conv over [image, one-hot maps] into (image conv weight, per-class bias maps).
+
+    Args: weight (f, C + classes, 4, 4) of the stride-2, padding-1 conv; spatial (H, W) of the input.
+    Returns: (f, C, 4, 4) and (classes, f * H/2 * W/2), the maps the constant one-hot planes produced
+    (zero padding included), so an old checkpoint's discriminator computes exactly what it did.
+    """
+    label_w = weight[:, image_channels:].transpose(0, 1).unsqueeze(2)  # (classes, f, 1, 4, 4)
+    ones = torch.ones(1, 1, *spatial, dtype=weight.dtype)
+    maps = torch.stack([F.conv2d(ones, w, stride=2, padding=1)[0] for w in label_w])  # (classes, f, H/2, W/2)
+    return weight[:, :image_channels].contiguous(), maps.flatten(1)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy whose parameters are buffers: saved in the state_dict and moved by ``.to()``, but
+    outside ``parameters()``, so no optimizer or gradient ever touches them."""
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:  # a None entry (Linear(bias=False)) stays: forward reads it as "no bias"
+                del m._parameters[name]
+                m.register_buffer(name, p.detach().clone())
+    return twin
 
 
 @register_model("gan")
@@ -104,6 +147,28 @@ class GAN(GenerativeModel):
         self.generator = Generator(config, cond)
         self.discriminator = Discriminator(config, cond)
         self.apply(_dcgan_init)
+        if self.discriminator.class_bias is not None:
+            nn.init.normal_(self.discriminator.class_bias.weight, 0.0, 0.02)
+        # The averaged generator used for sampling, and how many averaging steps it has taken (its warm-up).
+        self.generator_ema = frozen_copy(self.generator) if config.ema_decay > 0 else None
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Checkpoints from before the moving average start it at the live generator's weights; those from
+        # before the per-class bias have their one-hot input planes turned into the equivalent bias maps.
+        if self.generator_ema is not None:
+            for name in self.generator_ema.state_dict():
+                live = state_dict.get(f"{prefix}generator.{name}")
+                if live is not None:
+                    state_dict.setdefault(f"{prefix}generator_ema.{name}", live.clone())
+        state_dict.setdefault(f"{prefix}ema_updates", torch.zeros((), dtype=torch.long))
+        key = f"{prefix}discriminator.body.0.weight"
+        c = self.config.image_shape[0]
+        if self.conditional and key in state_dict and state_dict[key].shape[1] == c + self.config.num_classes:
+            weight, bias = one_hot_maps_as_class_bias(state_dict[key], c, self.config.image_shape[1:])
+            state_dict[key] = weight
+            state_dict.setdefault(f"{prefix}discriminator.class_bias.weight", bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def latent_dim(self) -> int:
@@ -111,23 +176,47 @@ class GAN(GenerativeModel):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         betas = (self.config.beta1, 0.999)
+        d_lr = self.config.discriminator_lr or self.config.lr
         return {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas),
             "generator": torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
         }
 
-    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """z (B, latent_dim) [, y (B,)] -> images in [-1, 1], (B, C, H, W)."""
+    def generate(self, z: Tensor, y: Tensor | None = None, *, averaged: bool = False) -> Tensor:
+        """z (B, latent_dim) [, y (B,)] -> images in [-1, 1], (B, C, H, W).
+
+        ``averaged`` uses the moving-average generator (the live one when ``ema_decay`` is 0); training
+        losses always use the live generator, whose gradients the optimizer follows.
+        """
         if self.conditional:
             z = torch.cat([z, F.one_hot(y, self.config.num_classes).to(z.dtype)], 1)
-        return self.generator(z)
+        net = self.generator_ema if averaged and self.generator_ema is not None else self.generator
+        return net(z)
 
     def discriminate(self, x_pm1: Tensor, y: Tensor | None = None) -> Tensor:
-        """Images in [-1, 1] (B, C, H, W) [, y] -> logits (B,)."""
-        if self.conditional:
-            maps = F.one_hot(y, self.config.num_classes).to(x_pm1.dtype)[:, :, None, None]
-            x_pm1 = torch.cat([x_pm1, maps.expand(-1, -1, *x_pm1.shape[2:])], 1)
-        return self.discriminator(x_pm1)
+        """Images in [-1, 1] (B, C, H, W) [, y (B,)] -> logits (B,)."""
+        return self.discriminator(x_pm1, y if self.conditional else None)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the averaged generator toward the live one after a generator step.
+
+        The decay is min(ema_decay, (1 + t) / (10 + t)) at update t (TensorFlow's ExponentialMovingAverage
+        warm-up), so the random initial weights are forgotten within a short run; BatchNorm statistics
+        are copied, since they belong to whichever weights produced them.
+        """
+        if self.generator_ema is None:
+            return
+        t = self.ema_updates.to(torch.float32)
+        decay = torch.clamp((1 + t) / (10 + t), max=self.config.ema_decay)
+        live = dict(self.generator.named_parameters())
+        live_buffers = dict(self.generator.named_buffers())
+        for name, avg in self.generator_ema.named_buffers():
+            if name in live:
+                avg.lerp_(live[name].detach(), (1 - decay).to(avg.dtype))
+            else:
+                avg.copy_(live_buffers[name])
+        self.ema_updates += 1
 
     def _losses(self, x: Tensor, y: Tensor | None, fake: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         real_logits = self.discriminate(x * 2 - 1, y).float()
@@ -175,6 +264,7 @@ class GAN(GenerativeModel):
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        self.update_ema()
         out = GANOutput(
             loss=d_loss + g_loss,
             d_loss=d_loss,
@@ -188,11 +278,11 @@ class GAN(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         labels = self._check_labels(labels, n)
         z = randn((n, self.config.latent_dim), generator, self.device)
-        return (self.generate(z, labels).float() + 1) / 2
+        return (self.generate(z, labels, averaged=True).float() + 1) / 2
 
 
 @register_model("cgan")
 class CGAN(GAN):
-    """Class-conditional DCGAN: one-hot labels join z and, as constant maps, the discriminator's input."""
+    """Class-conditional DCGAN: one-hot labels join z; the discriminator adds a learned per-class map."""
 
     config_class = CGANConfig
