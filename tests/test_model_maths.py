@@ -101,6 +101,117 @@ def test_importance_weights_bound_is_below_zero_and_tightens_with_k():
     assert torch.all(iwae >= elbo)
 
 
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
+def test_learned_priors_are_normalised_densities(prior):
+    # In one latent dimension the density integrates to 1 on a fine grid.
+    torch.manual_seed(0)
+    model = get_model("vae", make_config("vae", {"image_shape": (1, 4, 4), "hidden_dims": (8,), "latent_dim": 1,
+                                                 "prior": prior, "prior_components": 4}))
+    with torch.no_grad():
+        if prior == "mog":
+            model.prior_means.copy_(torch.tensor([[-3.0], [0.0], [1.0], [4.0]]))
+            model.prior_logvars.copy_(torch.tensor([[0.5], [-1.0], [0.0], [-2.0]]))
+    z = torch.linspace(-30, 30, 600_001).unsqueeze(-1)
+    with torch.no_grad():
+        density = model.log_prior(z).double().exp()
+    assert float(torch.trapezoid(density, z.squeeze(-1).double())) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_mog_prior_is_the_equal_mixture_of_its_components():
+    model = _tiny_vae(prior="mog", prior_components=3)
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    mu, logvar = model.prior_means.detach(), model.prior_logvars.detach()
+    comps = torch.distributions.Independent(torch.distributions.Normal(mu, (0.5 * logvar).exp()), 1)
+    mixture = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(torch.ones(3)), comps)
+    assert torch.allclose(model.log_prior(z), mixture.log_prob(z), atol=1e-5)
+
+
+def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
+    model = _tiny_vae(prior="vamp", prior_components=3)
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    mu, logvar = model.encode_dist(torch.sigmoid(model.pseudo_inputs))
+    per = torch.stack([log_normal(z, mu[k].expand_as(z), logvar[k].expand_as(z)) for k in range(3)], -1)
+    assert torch.allclose(model.log_prior(z), torch.logsumexp(per, -1) - math.log(3), atol=1e-5)
+
+
+def test_a_learned_prior_with_one_standard_component_gives_the_closed_form_kl_on_average():
+    model = _tiny_vae(prior="mog", prior_components=1)
+    with torch.no_grad():
+        model.prior_means.zero_()
+        model.prior_logvars.zero_()
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(3, 3, generator=g), torch.randn(3, 3, generator=g) * 0.5
+    z = mu + torch.randn(100_000, 3, 3, generator=g) * (0.5 * logvar).exp()
+    mc = model.kl_term(mu.expand(100_000, -1, -1), logvar.expand(100_000, -1, -1), z)
+    assert not model.kl_closed_form
+    assert torch.allclose(mc.mean(0), gaussian_kl(mu, logvar), atol=0.02)
+    assert _tiny_vae().kl_closed_form
+
+
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
+def test_learned_prior_elbo_uses_the_model_prior_everywhere(prior):
+    from genlib.evaluation import vae_elbo
+
+    model = _tiny_vae(prior=prior, prior_components=3)
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(7)
+    out = model.loss(x)
+    torch.manual_seed(7)
+    mu, logvar = model.encode_dist(x)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    kl = (log_normal(z, mu, logvar) - model.log_prior(z)).mean()
+    assert out.kl.item() == pytest.approx(kl.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(out.recon.item() + out.kl.item(), rel=1e-6)
+    # The evaluation ELBO and the importance weights are log p(x|z) + log p(z) - log q(z|x) under this prior.
+    torch.manual_seed(3)
+    elbo = vae_elbo(model, x, samples=1)
+    torch.manual_seed(3)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    by_hand = model.log_px_given_z(model.decode_logits(z), x) + model.log_prior(z) - log_normal(z, mu, logvar)
+    assert torch.allclose(elbo.float(), by_hand, atol=1e-4)
+    torch.manual_seed(4)
+    w = model.log_importance_weights(x, k=1)[0]
+    torch.manual_seed(4)
+    eps = torch.randn(1, *mu.shape)[0]
+    z = mu + eps * (0.5 * logvar).exp()
+    by_hand = model.log_px_given_z(model.decode_logits(z), x) + model.log_prior(z) - log_normal(z, mu, logvar)
+    assert torch.allclose(w, by_hand, atol=1e-4)
+
+
+def test_mog_prior_samples_come_from_the_mixture(monkeypatch):
+    model = _tiny_vae(prior="mog", prior_components=2)
+    with torch.no_grad():
+        model.prior_means.copy_(torch.tensor([[-5.0, 0.0, 0.0], [5.0, 0.0, 0.0]]))
+        model.prior_logvars.copy_(torch.full((2, 3), math.log(0.25)))
+    monkeypatch.setattr(model, "decode", lambda z, y=None: z)
+    z = model.sample(20_000, generator=torch.Generator().manual_seed(0))
+    assert (z[:, 0] > 0).float().mean().item() == pytest.approx(0.5, abs=0.02)  # equal weights
+    assert z[:, 0].abs().mean().item() == pytest.approx(5.0, abs=0.05)
+    assert z[:, 1].std().item() == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
+def test_learned_prior_trains_and_round_trips_through_a_checkpoint(prior, tmp_path):
+    from genlib.training import load_checkpoint, save_checkpoint
+
+    model = _tiny_vae(prior=prior, prior_components=3)
+    opt = model.configure_optimizers()
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    model.training_step(torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long), opt, nullcontext())
+    assert all(not torch.equal(before[k], p) for k, p in model.named_parameters())
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.pt", model)).model
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    assert torch.equal(model.eval().sample(4, generator=g()), loaded.eval().sample(4, generator=g()))
+
+
+def test_cvae_refuses_the_vamp_prior():
+    from genlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prior"):
+        make_config("cvae", {"prior": "vamp"})
+    assert make_config("cvae", {"prior": "mog"}).prior == "mog"
+
+
 # --- RBM ----------------------------------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ class EvalProfile(BaseModel):
     # --- per model: likelihoods ------------------------------------------------------------
     iwae_k: int = Field(100, ge=1)  # importance samples per image of the IWAE bound
     iwae_chunk: int = Field(100, ge=1)  # draws per forward pass (bounds memory)
-    elbo_samples: int = Field(10, ge=1)  # posterior draws averaged in the ELBO's reconstruction term
+    elbo_samples: int = Field(10, ge=1)  # posterior draws averaged in the ELBO (and its KL for a learned prior)
     likelihood_images: int | None = Field(None, ge=1)  # test images used for ELBO/IWAE/AIS; None = all
     ais_chains: int = Field(50, ge=1)
     ais_betas: int = Field(1000, ge=2)  # intermediate distributions, Salakhutdinov & Murray's spacing

@@ -7,10 +7,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, randn
+from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, rand, randn
 from genlib.models.layers import ConvDecoder, ConvEncoder, mlp
 from genlib.models.registry import register_model
 
@@ -32,13 +32,28 @@ class VAEConfig(ModelConfig):
     decoder_sigma: float = Field(0.1, gt=0)
     beta: float = Field(1.0, ge=0)
     binarize: bool = False  # dynamic binarisation of the inputs at every step (Bernoulli decoder only)
-    # Importance samples of the training objective (Burda et al. 2016): 1 is the ELBO (analytic KL),
+    # Importance samples of the training objective (Burda et al. 2016): 1 is the ELBO,
     # k > 1 the IWAE bound log (1/k) sum_i p(x, z_i) / q(z_i | x), tighter as k grows.
     iwae_k: int = Field(1, ge=1)
+    # The prior p(z). "normal" is N(0, I), with the KL in closed form. "mog" is a mixture of
+    # prior_components learned diagonal Gaussians; "vamp" the VampPrior (Tomczak & Welling 2018), the
+    # encoder's posteriors at prior_components learned pseudo-inputs, equally weighted. Both can follow
+    # the aggregate posterior, so fewer prior draws land where no training image's code lies ("prior
+    # holes"); their KL term is the Monte-Carlo estimate log q(z|x) - log p(z) at the reparameterised
+    # draw, so the ELBO stays unbiased.
+    prior: Literal["normal", "mog", "vamp"] = "normal"
+    prior_components: int = Field(10, gt=0)
 
 
 class CVAEConfig(VAEConfig):
     model_name: Literal["cvae"] = "cvae"  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _prior_without_labels(self) -> CVAEConfig:
+        # Pseudo-inputs have no label, so q(z | u_k, y) would need one encoder pass per class and pseudo-input.
+        if self.prior == "vamp":
+            raise ValueError("prior: the VampPrior is for the unconditional vae; use 'normal' or 'mog'")
+        return self
 
 
 _ACT = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -72,6 +87,14 @@ class VAE(GenerativeModel):
         else:
             self.encoder = nn.Sequential(mlp([config.input_dim + cond, *config.hidden_dims, 2 * k], act))
             self.decoder = mlp([k + cond, *reversed(config.hidden_dims), config.input_dim], act)
+        m = config.prior_components
+        if config.prior == "mog":
+            # Means spread like draws of N(0, I), so the components start apart and the KL starts finite.
+            self.prior_means = nn.Parameter(torch.randn(m, k))
+            self.prior_logvars = nn.Parameter(torch.zeros(m, k))
+        elif config.prior == "vamp":
+            # Pseudo-inputs as logits of images in (0, 1): grey noise around 0.5 at the start.
+            self.pseudo_inputs = nn.Parameter(torch.randn(m, *config.image_shape))
 
     @property
     def latent_dim(self) -> int:
@@ -124,6 +147,38 @@ class VAE(GenerativeModel):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x, y), y)
 
+    # --- the prior p(z) -----------------------------------------------------------------------
+    def prior_mixture(self) -> tuple[Tensor, Tensor]:
+        """Means and log-variances of the prior's equally weighted components, each (M, latent_dim)."""
+        if self.config.prior == "mog":
+            return self.prior_means.float(), self.prior_logvars.float().clamp(-30, 20)
+        if self.config.prior == "vamp":
+            return self.encode_dist(torch.sigmoid(self.pseudo_inputs))
+        zeros = torch.zeros(1, self.config.latent_dim, device=self.device)
+        return zeros, zeros
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) for z (..., latent_dim). Returns (...)."""
+        if self.config.prior == "normal":
+            return log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+        mu, logvar = self.prior_mixture()
+        per_component = log_normal(z.unsqueeze(-2), mu, logvar)  # (..., M)
+        return torch.logsumexp(per_component, -1) - math.log(mu.shape[0])
+
+    @property
+    def kl_closed_form(self) -> bool:
+        """True when KL(q(z|x) || p(z)) is computed exactly; else it is estimated at posterior draws."""
+        return self.config.prior == "normal"
+
+    def kl_term(self, mu: Tensor, logvar: Tensor, z: Tensor) -> Tensor:
+        """KL(q(z|x) || p(z)) per image: closed form for the normal prior, else log q(z|x) - log p(z) at z.
+
+        Args: mu, logvar (B, K) of q(z|x); z (B, K) a draw from it. Returns (B,).
+        """
+        if self.kl_closed_form:
+            return gaussian_kl(mu, logvar)
+        return log_normal(z, mu, logvar) - self.log_prior(z)
+
     def log_px_given_z(self, logits: Tensor, x: Tensor) -> Tensor:
         """log p(x|z) summed over pixels. logits (..., C, H, W) broadcast against x. Returns (...)."""
         if self.config.decoder == "bernoulli":
@@ -151,7 +206,7 @@ class VAE(GenerativeModel):
         mu, logvar = self.encode_dist(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         recon = -self.log_px_given_z(self.decode_logits(z, y), x).mean()
-        kl = gaussian_kl(mu, logvar).mean()
+        kl = self.kl_term(mu, logvar, z).mean()
         return VAEOutput(loss=recon + self.config.beta * kl, recon=recon, kl=kl)
 
     def iwae_loss(self, x: Tensor, y: Tensor | None, k: int) -> VAEOutput:
@@ -169,7 +224,7 @@ class VAE(GenerativeModel):
         eps = torch.randn(k, *mu.shape, device=mu.device)
         z = mu + eps * std  # (k, B, K)
         log_q = log_normal(z, mu, logvar)
-        log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+        log_pz = self.log_prior(z)
         yy = None if y is None else y.repeat(k)
         logits = self.decode_logits(z.reshape(k * x.shape[0], -1), yy).view(k, *x.shape)
         return self.log_px_given_z(logits, x), log_pz, log_q
@@ -187,6 +242,11 @@ class VAE(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         labels = self._check_labels(labels, n)
         z = randn((n, self.config.latent_dim), generator, self.device)
+        if self.config.prior != "normal":
+            # Pick a component uniformly, then draw from it: z = mu_c + sigma_c * eps.
+            mu, logvar = self.prior_mixture()
+            c = (rand((n,), generator, self.device) * mu.shape[0]).long().clamp_max(mu.shape[0] - 1)
+            z = mu[c] + z * (0.5 * logvar[c]).exp()
         return self.decode(z, labels)
 
 
