@@ -43,29 +43,57 @@ def run_pipeline(extra: list[str]) -> tuple[str, float]:
     return proc.stdout + proc.stderr, wall
 
 
+PARALLEL_LINE = re.compile(r"^time ([\d.]+)s = start-up ([\d.]+)s .*? \+ ([\d.]+)s on (\d+) worker processes \+ "
+                           r"([-\d.]+)s in this process .*?= compute ([\d.]+) \(train ([\d.]+), evaluate ([\d.]+), "
+                           r"suite ([\d.]+)\) \+ MLflow logging ([\d.]+) \+ .*? idle cores ([-\d.]+)")
+
+
+def _first(pattern: re.Pattern[str], output: str) -> re.Match[str] | None:
+    return next((m for m in map(pattern.match, output.replace("\r", "").splitlines()) if m), None)
+
+
 def render(output: str, wall: float) -> str:
-    m = TIME_LINE.search(output.replace("\r", ""), re.M) or next(
-        (TIME_LINE.match(line) for line in output.splitlines() if TIME_LINE.match(line)), None)
-    if m is None:
-        raise SystemExit("error: the pipeline printed no time split line")
-    total, compute, train, evaluate, suite, mlflow, prefect, startup = map(float, m.groups())
-    overhead = total - compute
     families = [(f.group(1), f.group(3)) for f in map(FAMILY_LINE.match, output.splitlines()) if f]
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
+    head = [
         BEGIN, "## The default run (`make run`: 10,000 MNIST training images, profile quick, 8 families, CPU)", "",
         f"Command: `python -m bench.make_run` (runs `{' '.join(COMMAND)}` against a fresh store and caches, as a",
         f"fresh clone's `make run` does after `uv sync`). {when}, {platform.machine()}, {os.cpu_count()} cores.", "",
-        "| wall (process) | pipeline total | train | per-model eval | suite | MLflow logging | Prefect, data checks, "
-        "model loading | start-up | outside compute |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {wall:.0f} s | {total:.0f} s | {train:.0f} s | {evaluate:.0f} s | {suite:.0f} s | {mlflow:.1f} s | "
-        f"{prefect:.1f} s | {startup:.1f} s | {overhead:.0f} s = **{100 * overhead / total:.1f}%** |", "",
+    ]
+    par, seq = _first(PARALLEL_LINE, output), _first(TIME_LINE, output)
+    if par is not None:
+        total, startup, pool, workers, parent, compute, train, evaluate, suite, mlflow, rest = map(float, par.groups())
+        # Share of the cores' time (workers x the whole run) not spent computing: start-up, this process's
+        # own steps, logging, Prefect, loading and idle cores all count against it.
+        overhead = 1 - compute / (workers * total)
+        table = [
+            "| wall (process) | pipeline total | start-up | worker processes | their wall | train | per-model eval | "
+            "suite | MLflow logging | Prefect, loading, idle | in this process | cores not computing |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| {wall:.0f} s | {total:.0f} s | {startup:.1f} s | {workers:.0f} | {pool:.0f} s | {train:.0f} s | "
+            f"{evaluate:.0f} s | {suite:.0f} s | {mlflow:.1f} s | {rest:.0f} s | {parent:.1f} s | "
+            f"**{100 * overhead:.1f}%** |", "",
+            "train, per-model eval, suite, logging and Prefect/loading/idle are process-seconds summed over the "
+            "workers (one torch thread each); the rest is wall time.", "",
+        ]
+    elif seq is not None:
+        total, compute, train, evaluate, suite, mlflow, prefect, startup = map(float, seq.groups())
+        overhead = (total - compute) / total
+        table = [
+            "| wall (process) | pipeline total | train | per-model eval | suite | MLflow logging | Prefect, data checks, "
+            "model loading | start-up | outside compute |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {wall:.0f} s | {total:.0f} s | {train:.0f} s | {evaluate:.0f} s | {suite:.0f} s | {mlflow:.1f} s | "
+            f"{prefect:.1f} s | {startup:.1f} s | {total - compute:.0f} s = **{100 * overhead:.1f}%** |", "",
+        ]
+    else:
+        raise SystemExit("error: the pipeline printed no time split line")
+    tail = [
         "Training seconds per family: " + ", ".join(f"{n} {s} s" for n, s in families) + ".", "",
         f"Goals: pipeline at most 300 s ({'met' if total <= 300 else 'missed'}: {total:.0f} s); "
-        f"at most 15% outside compute ({'met' if overhead <= 0.15 * total else 'missed'}).", END,
+        f"at most 15% outside compute ({'met' if overhead <= 0.15 else 'missed'}: {100 * overhead:.1f}%).", END,
     ]
-    return "\n".join(lines)
+    return "\n".join(head + table + tail)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -145,10 +145,10 @@ def combine_evaluations(dataset: DatasetRef, profile: str, suite_run_id: str, mo
 
 @flow(name="evaluate_suite", result_serializer=RESULTS)
 def evaluate_suite_flow(dataset: DatasetRef, evaluation: EvalProfile, device: Device = "auto",
-                        model_runs: dict[str, str] | None = None) -> RunRef:
+                        model_runs: dict[str, str] | None = None, suite: RunRef | None = None) -> RunRef:
     """Suite-level evaluation plus the combined five tables: the report run, with the seconds spent
-    computing the suite here (0 when it came from the cache)."""
+    computing the suite (0 when it came from the cache). ``suite``: its run when a worker already made it."""
     check_tracking_store()
-    suite = run_or_reuse(suite_report, dataset, evaluation, device)
+    suite = suite or run_or_reuse(suite_report, dataset, evaluation, device)
     report = run_or_reuse(combine_evaluations, dataset, evaluation.name, suite.run_id, model_runs or {})
     return report.model_copy(update={"seconds": 0.0 if suite.cached else suite.seconds})

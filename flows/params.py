@@ -198,6 +198,9 @@ class PipelineParams(_Params):
     dispatch: Literal["auto", "local", "deployment"] = Field(
         "auto", description="train in-process, on the train deployment's workers, or there when it exists (auto)")
     train_deployment: str = Field("train/train", description="flow-name/deployment-name used for dispatch")
+    workers: int | None = Field(
+        None, ge=1, le=64, description="in-process training: how many local processes run families (and the "
+        "suite) at once; default one per CPU core on the CPU, one on an accelerator")
 
     @field_validator("models")
     @classmethod

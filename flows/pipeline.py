@@ -16,8 +16,9 @@ from prefect.cache_policies import NO_CACHE
 from genlib.errors import GenlibError
 from genlib.spec import RunSpec
 
-from flows.common import load_data, track
+from flows.common import load_data, resolve_device, track
 from flows.evaluate import evaluate_logged_model, evaluate_suite_flow
+from flows.local_pool import run_in_processes, worker_count
 from flows.params import (
     DatasetRef,
     EvaluateParams,
@@ -154,9 +155,10 @@ def _run_family(family: str, params: PipelineParams, dataset: DatasetRef, traine
 
 
 def stop_if_tracking_lost(summaries: list[FamilySummary], models: list[str]) -> None:
-    """Before starting the next family: when the tracking server no longer answers, start none. Raises
-    TrackingUnavailableError naming the server, what finished and what did not (nothing of those was
-    registered); the interrupted runs are left for the stale-run clean-up when the server is back."""
+    """Before starting the next family (or after parallel workers ran them all): when the tracking server no
+    longer answers, go no further. Raises TrackingUnavailableError naming the server, what finished and what
+    did not (nothing of those was registered); the interrupted runs are left for the stale-run clean-up
+    when the server is back."""
     from genlib.tracking import TrackingUnavailableError, check_tracking, resolve_tracking
 
     target = resolve_tracking()
@@ -164,7 +166,7 @@ def stop_if_tracking_lost(summaries: list[FamilySummary], models: list[str]) -> 
         check_tracking(target, timeout=5)
     except TrackingUnavailableError:
         done = [s.family for s in summaries if s.registration is not None]
-        left = [s.family for s in summaries if s.registration is None] + models[len(summaries):]
+        left = [f for f in models if f not in done]
         raise TrackingUnavailableError(
             f"MLflow tracking server {target.uri} became unreachable; finished: {', '.join(done) or 'none'}; "
             f"not finished (nothing registered): {', '.join(left)}") from None
@@ -214,16 +216,27 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             def trained_by(f: str) -> Any:
                 return lambda: train_family(train_params[f], dataset.digest)
 
-        summaries: list[FamilySummary] = []
-        for family in params.models:
-            if summaries:  # prepare_data has just checked it for the first
-                stop_if_tracking_lost(summaries, params.models)
-            summaries.append(_run_family(family, params, dataset, trained_by(family)))
-        seconds = {**_seconds(summaries), "suite": 0.0}
+        workers = 1 if remote else worker_count(params, resolve_device(params.device),
+                                                 len(params.models) + int(params.suite))
+        suite, pool = None, {}
+        if workers > 1:
+            get_run_logger().info("families%s on %d worker processes", " and the suite" if params.suite else "",
+                                  workers)
+            t_pool = time.perf_counter()
+            summaries, suite = run_in_processes(params, dataset, train_params, parent_run_id, workers, params.suite)
+            pool = {"workers": float(workers), "pool": time.perf_counter() - t_pool}
+            stop_if_tracking_lost(summaries, params.models)
+        else:
+            summaries = []
+            for family in params.models:
+                if summaries:  # prepare_data has just checked it for the first
+                    stop_if_tracking_lost(summaries, params.models)
+                summaries.append(_run_family(family, params, dataset, trained_by(family)))
+        seconds = {**_seconds(summaries), "suite": 0.0, **pool}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None
         if params.suite and eval_runs:
-            report = evaluate_suite_flow(dataset, params.evaluation(), params.device, eval_runs)
+            report = evaluate_suite_flow(dataset, params.evaluation(), params.device, eval_runs, suite)
             seconds["suite"] = report.seconds
         seconds["total"] = time.perf_counter() - t_start
         result = PipelineResult(dataset=dataset, families=summaries, run_id=parent_run_id,

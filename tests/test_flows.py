@@ -27,8 +27,9 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def _params(models: list[str], **kw) -> PipelineParams:
+    # In this process unless a test asks for workers: several tests patch what a family runs.
     values = dict(data=DataParams(**SMALL_DATA), models=models, device="cpu", dispatch="local",
-                  eval_overrides=TINY_EVAL)
+                  eval_overrides=TINY_EVAL, workers=1)
     values.update(kw)
     return PipelineParams(**values)
 
@@ -121,9 +122,11 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
 
     # About 10 s of training each on 2 cores. Whether they pass the sample-quality gates at this size is
     # not the point here (test_tracking tests the gates): a first registration is champion iff it passed.
+    # In two worker processes (make run's way on a CPU): the families and the suite run at once.
     params = _params(["vae", "cgan"], train_overrides={"epochs": 12, "batch_size": 32},
-                     model_overrides={"vae": {"lr": 3e-3}})
+                     model_overrides={"vae": {"lr": 3e-3}}, workers=2)
     first = pipeline(params)
+    assert first.seconds["workers"] == 2 and first.seconds["pool"] > 0
     for family in first.families:
         assert family.error is None, family.error
         reg = family.registration
@@ -140,6 +143,11 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
     children = _runs(mlflow__parentRunId=first.run_id)
     assert sorted(r.data.tags["genlib.kind"] for r in children) == [
         "evaluation", "evaluation", "report", "suite", "train", "train"]
+    # ...and ran at once: each of the two trainings started before the other ended (two processes).
+    trains = [r.info for r in children if r.data.tags["genlib.kind"] == "train"]
+    assert trains[0].start_time < trains[1].end_time and trains[1].start_time < trains[0].end_time
+    pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] == "train"}
+    assert len(pids) == 2 and str(os.getpid()) not in pids
     summary = client.load_table(parent.info.experiment_id, "summary.json", run_ids=[first.run_id])
     assert sorted(summary["family"]) == ["cgan", "vae"] and summary["version"].notna().all()
     experiment = client.get_experiment(parent.info.experiment_id)

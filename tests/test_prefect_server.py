@@ -134,7 +134,8 @@ def test_pipeline_history_outlives_its_temporary_server_and_genlib_ui_serves_it(
     """`genlib pipeline` on a temporary server, then `genlib ui` on other ports: the UI lists the run, its task
     runs and its logs, its API URL follows the port, and a pipeline started meanwhile would reuse it."""
     env = _env(project, GENLIB_CACHE_DIR=str(project / "cache"))
-    run = subprocess.run([sys.executable, "-m", "genlib.cli", "pipeline", "--models", "ae", "--epochs", "1",
+    # Two families: on a CPU they train in two worker processes, whose task runs reach the same history.
+    run = subprocess.run([sys.executable, "-m", "genlib.cli", "pipeline", "--models", "ae,dae", "--epochs", "1",
                           "--no-suite", "--n-train", "300", "--device", "cpu"],
                          capture_output=True, text=True, env=env, cwd=project, timeout=900)
     assert run.returncode in (0, 2), run.stderr[-3000:]  # 2: the 1-epoch model may fail its gate
@@ -157,7 +158,8 @@ def test_pipeline_history_outlives_its_temporary_server_and_genlib_ui_serves_it(
         of_run = {"flow_runs": {"id": {"any_": [runs[0]["id"]]}}}
         task_runs = ps._post(f"{api}/task_runs/filter", of_run)
         names = {t["name"] for t in task_runs}
-        assert {"fit_and_log-ae", "register_version-ae"} <= names and any(n.startswith("prepare_data") for n in names)
+        assert {"fit_and_log-ae", "register_version-ae", "family-dae", "fit_and_log-dae"} <= names
+        assert any(n.startswith("prepare_data") for n in names)
         assert all(t["state_type"] == "COMPLETED" for t in task_runs)
         logs = ps._post(f"{api}/logs/filter", {"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}})
         assert any("Finished in state" in log["message"] for log in logs)

@@ -51,6 +51,9 @@ def pipeline_command(
                                   help="where training runs: here, or on the train deployment's workers (auto: "
                                        "there when it exists)"),
     suite: bool = typer.Option(True, "--suite/--no-suite", help="run the suite-level evaluation"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N",
+                                          help="local processes running families and the suite at once (default: "
+                                               "one per CPU core on the CPU, 1 on a GPU); 1 runs all in this process"),
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N",
                                          help="train every family this many epochs instead of the profile's (e.g. "
                                               "a CPU trial run of --profile full)"),
@@ -86,7 +89,7 @@ def pipeline_command(
     if homeless:
         raise ConfigError(f"--set {homeless[0]}: none of {', '.join(family_list)} has that field")
     params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train, n_val=n_val), models=family_list,
-                       profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite,
+                       profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite, workers=workers,
                        model_overrides={f: m for f, m in per_family.items() if m}, train_overrides=overrides.train,
                        eval_overrides=overrides.evaluation)
     from genlib.training import resolve_device
@@ -147,11 +150,14 @@ def pipeline_command(
 
 @contextlib.contextmanager
 def _using_api(api_url: str) -> Iterator[None]:
-    """Flows in this process, and the processes it starts, report to ``api_url``."""
+    """Flows in this process, its threads (Prefect's own too: the process pool's event forwarder starts
+    with the global settings, not this context's), and the processes it starts, report to ``api_url``."""
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = api_url
+    refresh_global_settings_context()
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             yield
@@ -160,6 +166,7 @@ def _using_api(api_url: str) -> Iterator[None]:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = before
+        refresh_global_settings_context()
 
 
 def _drain_prefect_clients(timeout: float = 15.0) -> None:

@@ -39,14 +39,7 @@ def pipeline_summary(result: Any, total: float, startup: float, target: Any, pre
              format_table(rows, SUMMARY_COLUMNS)]
     if result.report_run_id:
         lines.append(f"evaluation report: MLflow run {result.report_run_id} (print it with `genlib report`)")
-    sec = result.seconds
-    compute = sec.get("train", 0.0) + sec.get("evaluate", 0.0) + sec.get("suite", 0.0)
-    tracking = sec.get("tracking", 0.0)
-    orchestration = sec.get("total", 0.0) - compute - tracking
-    lines.append(f"time {total:.1f}s = compute {compute:.1f}s (train {sec.get('train', 0):.1f}, evaluate "
-                 f"{sec.get('evaluate', 0):.1f}, suite {sec.get('suite', 0):.1f}) + MLflow logging {tracking:.1f}s + "
-                 f"Prefect runs, data checks, model loading {orchestration:.1f}s + start-up {startup:.1f}s "
-                 f"(imports, tracking store, data, Prefect server) + {total - startup - sec.get('total', 0):.1f}s other")
+    lines.append(time_line(result.seconds, total, startup))
     lines.append("dashboards: `genlib ui` (MLflow and Prefect on 127.0.0.1, URLs printed)")
     lines.append(f"  MLflow: {'embedded store ' if target.local else ''}{target.uri}")
     lines.append(f"  {prefect_line}")
@@ -65,3 +58,23 @@ def registry_table(models: list[dict[str, Any]]) -> str:
             rows.append({"name": m["name"], "version": v["version"], "aliases": ",".join(v["aliases"]),
                          **keys, "gates": gates_label(v["gates"]), "digest": (v["dataset_digest"] or "")[:12]})
     return format_table(rows, REGISTRY_COLUMNS)
+
+
+def time_line(sec: dict[str, float], total: float, startup: float) -> str:
+    """Where ``total`` wall seconds went. With worker processes (``sec["workers"]``), compute and logging
+    are process-seconds summed over the workers, set against what the workers had: workers x their wall."""
+    compute = sec.get("train", 0.0) + sec.get("evaluate", 0.0) + sec.get("suite", 0.0)
+    parts = f"train {sec.get('train', 0):.1f}, evaluate {sec.get('evaluate', 0):.1f}, suite {sec.get('suite', 0):.1f}"
+    tracking, other = sec.get("tracking", 0.0), total - startup - sec.get("total", 0.0)
+    if "workers" not in sec:
+        orchestration = sec.get("total", 0.0) - compute - tracking
+        return (f"time {total:.1f}s = compute {compute:.1f}s ({parts}) + MLflow logging {tracking:.1f}s + "
+                f"Prefect runs, data checks, model loading {orchestration:.1f}s + start-up {startup:.1f}s "
+                f"(imports, tracking store, data, Prefect server) + {other:.1f}s other")
+    workers, pool = int(sec["workers"]), sec.get("pool", 0.0)
+    capacity = workers * pool
+    return (f"time {total:.1f}s = start-up {startup:.1f}s (imports, tracking store, data, Prefect server) + "
+            f"{pool:.1f}s on {workers} worker processes + {sec.get('total', 0.0) - pool:.1f}s in this process "
+            f"(data checks, report, summary) + {other:.1f}s other; the workers' {capacity:.1f} process-seconds = "
+            f"compute {compute:.1f} ({parts}) + MLflow logging {tracking:.1f} + Prefect runs, data and model "
+            f"loading, worker start-up and idle cores {capacity - compute - tracking:.1f}")

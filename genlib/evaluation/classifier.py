@@ -11,7 +11,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +223,45 @@ def get_feature_classifier(
         The classifier on ``device`` in eval mode, with ``test_accuracy`` set.
     """
     from genlib.training import resolve_device
-    from genlib.training.checkpoint import atomic_torch_save
 
     device = resolve_device(device)
     epochs = int(epochs or DEFAULT_CLASSIFIER_EPOCHS)
     config = config or ClassifierConfig(image_shape=tuple(data.x_train.shape[1:]), num_classes=max(int(data.num_classes), 2))
     path = _cache_path(data, config, epochs, seed, cache_dir)
-    net = _load_cached(path, config)
-    if net is not None:
-        logger.info("feature classifier loaded from %s (test accuracy %.4f)", path, net.test_accuracy)
-        return net.to(device).eval()
+    # Evaluations in parallel worker processes need the same classifier: one trains it, the others wait
+    # for its file instead of training it again.
+    with _exclusive(path):
+        net = _load_cached(path, config)
+        if net is not None:
+            logger.info("feature classifier loaded from %s (test accuracy %.4f)", path, net.test_accuracy)
+            return net.to(device).eval()
+        return _train_and_cache(data, config, epochs, seed, batch_size, path, device)
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An advisory lock on ``path`` + ``.lock`` across processes of this machine (none where the cache
+    folder cannot be written or the platform has no ``fcntl``: then each process trains its own)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_and_cache(data: Any, config: ClassifierConfig, epochs: int, seed: int, batch_size: int, path: Path,
+                     device: torch.device) -> FeatureClassifier:
+    """Train the feature CNN on ``data``'s train split and write it to ``path``."""
+    from genlib.training.checkpoint import atomic_torch_save
 
     t0 = time.perf_counter()
     with seeded(seed, device):

@@ -27,7 +27,9 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_B
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
                   # MLflow prints "View run ... at: <url>" on stdout after each run against a server;
                   # genlib's stdout carries its summaries and JSON.
-                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+                  # Reading a report's tables back draws one progress bar per artifact on stderr.
+                  "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""The pipeline's families (and the suite) in parallel worker processes on this machine.
+
+Prefect's ProcessPoolTaskRunner runs one job per process, each with an equal share of the CPU cores as
+torch threads. Why processes and not threads: the small MLPs and DCGANs of the quick profile hardly
+scale with torch threads (two threads train 1.1-1.6x faster than one on the 2-core machine), while two
+single-threaded processes use both cores fully; threads in one process would also share torch's global
+random state, which seeded training needs to itself. Measured in docs/benchmarks.md ("The default run").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from flows.params import DatasetRef, FamilySummary, PipelineParams, RunRef, TrainParams
+from genlib.evaluation.profiles import EvalProfile
+
+logger = logging.getLogger(__name__)
+
+
+def worker_count(params: PipelineParams, device: Any, jobs: int) -> int:
+    """``params.workers``, else one process per CPU core on the CPU and one on an accelerator (its
+    kernels already use the whole device), never more than there are jobs."""
+    if params.workers is not None:
+        return max(1, min(params.workers, jobs))
+    if device.type != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, jobs))
+
+
+def _init_worker(threads: int) -> None:
+    """Worker initializer: this process's share of the cores as torch's intra-op threads, and MLflow's
+    per-model INFO lines kept quiet as in the parent (``genlib pipeline`` does so for its own process)."""
+    import logging
+
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version" under uv
+
+
+@task(cache_policy=NO_CACHE, task_run_name="family-{family}")
+def family_job(family: str, params: PipelineParams, dataset: DatasetRef, train_params: TrainParams,
+               parent_run_id: str) -> FamilySummary:
+    """Train, evaluate and register ``family`` in this worker, its runs nested under the pipeline run.
+
+    A tracking server that no longer answers is checked first: a family that did not start says so."""
+    from flows.pipeline import _run_family
+    from flows.train import train_family
+    from genlib.tracking import TrackingUnavailableError, check_tracking, resolve_tracking
+    from genlib.tracking.runs import nested_under
+
+    try:
+        check_tracking(resolve_tracking(), timeout=5)
+    except TrackingUnavailableError as err:
+        return FamilySummary(family=family, error=f"not started: {err}")
+    with nested_under(parent_run_id):
+        return _run_family(family, params, dataset, lambda: train_family(train_params, dataset.digest))
+
+
+@task(cache_policy=NO_CACHE)
+def suite_job(dataset: DatasetRef, evaluation: EvalProfile, device: str, parent_run_id: str) -> RunRef:
+    """The suite's own experiments (the ``suite`` run) in this worker, nested under the pipeline run."""
+    from flows.common import run_or_reuse
+    from flows.evaluate import suite_report
+    from genlib.tracking.runs import nested_under
+
+    with nested_under(parent_run_id):
+        return run_or_reuse(suite_report, dataset, evaluation, device)
+
+
+def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: dict[str, TrainParams],
+                     parent_run_id: str, workers: int, with_suite: bool) -> tuple[list[FamilySummary], RunRef | None]:
+    """Every family's job and (``with_suite``) the suite's on ``workers`` processes; returns the family
+    summaries in ``params.models`` order and the suite's run. The suite goes first: it is the longest job,
+    and a long job started last would leave one core idle at the end."""
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolTaskRunner(max_workers=workers, initializer=_init_worker, initargs=(threads,)) as runner:
+        suite = runner.submit(suite_job, {"dataset": dataset, "evaluation": params.evaluation(),
+                                          "device": params.device, "parent_run_id": parent_run_id}) \
+            if with_suite else None
+        futures = {f: runner.submit(family_job, {"family": f, "params": params, "dataset": dataset,
+                                                 "train_params": train_params[f], "parent_run_id": parent_run_id})
+                   for f in params.models}
+        summaries = []
+        for family, future in futures.items():
+            try:
+                summaries.append(future.result())
+            except Exception as err:  # the worker process itself died: this family failed, the others go on
+                summaries.append(FamilySummary(family=family, error=f"{type(err).__name__}: {err}".splitlines()[0]))
+        suite_run = suite.result() if suite is not None else None
+        t_done = time.perf_counter()
+    logger.debug("worker processes stopped in %.1fs", time.perf_counter() - t_done)
+    return summaries, suite_run
