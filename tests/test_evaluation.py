@@ -409,3 +409,18 @@ def test_evaluation_imports_neither_prefect_nor_mlflow():
     for path in package.glob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(prefect|mlflow)\b", text, re.M), path.name
+
+
+def test_evaluate_model_reports_reverse_ais_beside_ais_when_the_profile_asks(digits8, classifier):
+    """raise_betas in the evaluation profile: the RBM's report carries the conservative RAISE estimate on the
+    first raise_images test images, with AIS on the same images beside it (RAISE is meant to lie below)."""
+    torch.manual_seed(0)
+    rbm = get_model("rbm", make_config("rbm", {"image_shape": (1, 8, 8), "num_classes": 10, **TINY["rbm"]}))
+    report = evaluate_model(rbm, digits8, tiny_profile(raise_betas=50, raise_images=12), device="cpu",
+                            features=classifier)
+    m = report.metrics
+    assert m["raise_images"] == 12.0 and math.isfinite(m["raise_log_likelihood"])
+    assert m["raise_log_likelihood"] <= m["ais_log_likelihood_raise_images"] + 1.0
+    assert "raise_log_likelihood" in set(report.tables["likelihood"]["quantity"])
+    assert "raise_log_likelihood" not in evaluate_model(rbm, digits8, tiny_profile(), device="cpu",
+                                                        features=classifier).metrics

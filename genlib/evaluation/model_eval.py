@@ -148,6 +148,7 @@ def evaluate_model(
         rows, m, _ = rbm_likelihood_rows(
             model, data.x_train, x_lik, n_chains=profile.ais_chains, n_betas=profile.ais_betas,
             pll_exact=profile.pll_exact, seed=seed, batch_size=bs, device=device,
+            raise_betas=profile.raise_betas, raise_images=profile.raise_images,
         )
         tables["likelihood"] = pd.DataFrame(rows)
         metrics.update(m)

@@ -35,6 +35,9 @@ class EvalProfile(BaseModel):
     likelihood_images: int | None = Field(None, ge=1)  # test images used for ELBO/IWAE/AIS; None = all
     ais_chains: int = Field(50, ge=1)
     ais_betas: int = Field(1000, ge=2)  # intermediate distributions, Salakhutdinov & Murray's spacing
+    # Reverse annealing (RAISE, Burda et al. 2015): a conservative estimate beside AIS's optimistic one.
+    raise_betas: int | None = Field(None, ge=2)  # None: not computed
+    raise_images: int | None = Field(None, ge=1)  # first this many likelihood images (None: all of them)
     pll_exact: bool = False  # exact pseudo-likelihood (V free energies per image) or the 1-bit estimate
 
     # --- suite: PCA vs autoencoders ------------------------------------------------------------
@@ -114,6 +117,7 @@ PROFILES: dict[str, EvalProfile] = {
         elbo_samples=10,
         ais_chains=100,
         ais_betas=14500,
+        raise_betas=3000,
         pll_exact=True,
         latent_sizes=(2, 5, 10, 20, 30, 50),
         suite_hidden_dims=(1000, 500, 250),
