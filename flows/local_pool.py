@@ -75,6 +75,18 @@ def suite_job(dataset: DatasetRef, evaluation: EvalProfile, device: str, parent_
         return run_or_reuse(suite_report, dataset, evaluation, device)
 
 
+def longest_first(families: list[str], train_params: dict[str, TrainParams]) -> list[str]:
+    """The order jobs start in, so that short ones fill the end: the sampling families first (their
+    evaluations sample, train the shared feature classifier and estimate likelihoods), more epochs first."""
+    from genlib.models.catalog import model_info
+
+    def cost(family: str) -> tuple[bool, int]:
+        spec = train_params[family].spec
+        return (not model_info(family).generates, -(spec.train.epochs if spec is not None else 0))
+
+    return sorted(families, key=cost)
+
+
 def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: dict[str, TrainParams],
                      parent_run_id: str, workers: int, with_suite: bool) -> tuple[list[FamilySummary], RunRef | None]:
     """Every family's job and (``with_suite``) the suite's on ``workers`` processes; returns the family
@@ -89,9 +101,10 @@ def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: 
             if with_suite else None
         futures = {f: runner.submit(family_job, {"family": f, "params": params, "dataset": dataset,
                                                  "train_params": train_params[f], "parent_run_id": parent_run_id})
-                   for f in params.models}
+                   for f in longest_first(params.models, train_params)}
         summaries = []
-        for family, future in futures.items():
+        for family in params.models:
+            future = futures[family]
             try:
                 summaries.append(future.result())
             except Exception as err:  # the worker process itself died: this family failed, the others go on
