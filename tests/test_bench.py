@@ -171,7 +171,7 @@ def test_peers_compares_every_library_on_the_same_data_and_scores_them_with_genl
                          "--pl-exact-images", "2", "--rbm-hidden", "8", "--quiet", "--markdown", str(doc),
                          "--json", str(tmp_path / "peers.json")])
     assert set(report["vae"]["sides"]) == {"genlib", "pythae"}
-    assert set(report["rbm"]["sides"]) == {"genlib_cd1", "learnergy_cd1", "genlib_pcd1", "sklearn_pcd1"}
+    assert set(report["rbm"]["sides"]) == {"genlib_cd1", "learnergy_cd1", "genlib_pcd1", "sklearn_pcd1", "genlib_pcd1_bf16"}
     for part in (report["vae"], report["rbm"]):
         for side in part["sides"].values():
             assert len(side["seconds_per_epoch"]) == 2 and side["s_per_epoch"]["median"] > 0

@@ -33,11 +33,13 @@ UNMATCHED = [
 ]
 
 
-def genlib_config(hidden: int, lr: float, persistent: bool) -> Any:
-    """The ``full`` profile's RBM at the peers' settings: CD-1 or PCD-1, no momentum or weight decay."""
+def genlib_config(hidden: int, lr: float, persistent: bool, matmul_dtype: str = "float32") -> Any:
+    """The ``full`` profile's RBM at the peers' settings: CD-1 or PCD-1, no momentum or weight decay;
+    ``matmul_dtype="bfloat16"``: the step's products in bfloat16 (the weights stay float32)."""
     return resolve_spec("full", "rbm", {"model": {
         "hidden_units": hidden, "cd_k": 1, "persistent": persistent, "lr": lr, "momentum": 0.0,
         "weight_decay": 0.0, "binarize": False, "final_momentum": None, "lr_decay": 0.0, "cd_k_start": None,
+        "matmul_dtype": matmul_dtype,
     }}).model
 
 
@@ -52,6 +54,7 @@ def rbm_with(config: Any, weight: Tensor, visible_bias: Tensor, hidden_bias: Ten
 
 def sides(data: PeerData, epochs: int, seed: int, hidden: int = 500, lr: float = 0.05) -> list[Side]:
     cd, pcd = genlib_config(hidden, lr, False), genlib_config(hidden, lr, True)
+    pcd_bf16 = genlib_config(hidden, lr, True, "bfloat16")
     x = data.train
     y = torch.zeros(x.shape[0], dtype=torch.long)
 
@@ -104,10 +107,13 @@ def sides(data: PeerData, epochs: int, seed: int, hidden: int = 500, lr: float =
         Side("learnergy_cd1", "learnergy 2.0.2 RBM CD-1", fit_learnergy),
         Side("genlib_pcd1", "genlib rbm PCD-1", genlib_side(pcd), genlib=True),
         Side("sklearn_pcd1", f"scikit-learn BernoulliRBM PCD-1", fit_sklearn),
+        # Not equal precision: bfloat16 products (float32 accumulation and weights) against scikit-learn's
+        # float32; the quality column says whether it costs anything.
+        Side("genlib_pcd1_bf16", "genlib rbm PCD-1, bfloat16 products", genlib_side(pcd_bf16), genlib=True),
     ]
 
 
-PAIRS = [("genlib_cd1", "learnergy_cd1"), ("genlib_pcd1", "sklearn_pcd1")]
+PAIRS = [("genlib_cd1", "learnergy_cd1"), ("genlib_pcd1", "sklearn_pcd1"), ("genlib_pcd1_bf16", "sklearn_pcd1")]
 
 
 @torch.no_grad()
