@@ -147,8 +147,8 @@ class RBM(GenerativeModel):
 
         Pre-activations are reused for the free energies, so a step costs the five matrix products
         of scikit-learn's BernoulliRBM (CD-1 or PCD-1), monitors included: under PCD the
-        reconstruction monitor looks at the first ``MONITOR_ROWS`` images only, because the chain
-        does not need that sweep and a full-batch one would be a sixth product.
+        reconstruction and free-energy-gap monitors look at the first ``MONITOR_ROWS`` images only,
+        because the chain does not need that sweep and a full-batch one would be a sixth product.
         """
         with torch.no_grad():
             v0 = self._flat(x)
@@ -188,8 +188,9 @@ class RBM(GenerativeModel):
             self.visible_bias.grad = (vk - v0).mean(0)
             self.hidden_bias.grad = (phk - ph0).mean(0)
             recon = (pv1 - v0[:rows]).pow(2).sum(-1).mean()
-            free_energy_v0 = -(v0 @ self.visible_bias) - self._hidden_free_energy(pre0)
-            free_energy_vk = -(vk @ self.visible_bias) - self._hidden_free_energy(prek)
+            # The free-energy gap monitor on the same rows as the reconstruction one.
+            free_energy_v0 = -(v0[:rows] @ self.visible_bias) - self._hidden_free_energy(pre0[:rows])
+            free_energy_vk = -(vk[:rows] @ self.visible_bias) - self._hidden_free_energy(prek[:rows])
             gap = (free_energy_v0 - free_energy_vk).mean()
             optimizers["model"].step()
         return RBMOutput(loss=recon, recon=recon, free_energy_gap=gap)
