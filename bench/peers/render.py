@@ -63,7 +63,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ratios = [r for part in parts.values() if part for r in part["speedups"]]
     if ratios:
         sides = {**(vae or {}).get("sides", {}), **(rbm or {}).get("sides", {})}
-        rows = [{"genlib vs": sides[r["peer"]]["label"], "speed-up, median (range of paired repeats)":
+        rows = [{"genlib": sides[r["genlib"]]["label"], "vs": sides[r["peer"]]["label"], "speed-up, median (range of paired repeats)":
                  _range(r, unit="x"), "goal": f">= {r['goal']:g}x" if r["goal"] else "-",
                  f"quality genlib / peer": f"{_num(r['quality_genlib'])} / {_num(r['quality_peer'])} ({r['quality_key']})",
                  "verdict": _verdict(r)} for r in ratios]
