@@ -640,3 +640,45 @@ def test_rbm_bfloat16_products_give_the_float32_update_to_bfloat16_precision():
     assert a.abs().max() > 0
     assert not torch.equal(a, b)  # the bfloat16 products did run
     assert float((a - b).norm() / a.norm()) < 0.05
+
+
+@pytest.mark.parametrize("name", ["gan", "cgan"])
+def test_infogan_code_loss_enters_both_players_losses(name):
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for weight in (0.0, 1.0):
+        model = _tiny_gan(name, latent_codes=5, info_weight=weight)
+        torch.manual_seed(3)
+        outs[weight] = model.loss(x, y)
+    plain, info = outs[0.0], outs[1.0]
+    assert info.info.item() > 0
+    # Same weights and the same fakes: the code head's cross-entropy is added once to each loss.
+    assert info.d_loss.item() == pytest.approx(plain.d_loss.item() + info.info.item(), rel=1e-5)
+    assert info.g_loss.item() == pytest.approx(plain.g_loss.item() + info.info.item(), rel=1e-5)
+    # ... and the code head is the discriminator's, trained by its optimizer.
+    model = _tiny_gan(name, latent_codes=5)
+    d_params = {id(p) for g in model.configure_optimizers()["discriminator"].param_groups for p in g["params"]}
+    assert {id(p) for p in model.discriminator.code_head.parameters()} <= d_params
+
+
+def test_infogan_code_is_cross_entropy_against_the_drawn_code(monkeypatch):
+    model = _tiny_gan(latent_codes=4)
+    code_logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]] * 3)
+    monkeypatch.setattr(model.discriminator, "with_code", lambda x, y=None: (torch.zeros(3), code_logits))
+    code = torch.tensor([0, 3, 1])
+    _, info = model._judge(torch.zeros(3, 1, 8, 8), None, code)
+    expected = -torch.log_softmax(code_logits, 1)[torch.arange(3), code].mean()
+    assert info.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_infogan_samples_draw_every_code_value_and_generate_needs_one(monkeypatch):
+    model = _tiny_gan(latent_codes=4).eval()
+    with pytest.raises(ValueError, match="code"):
+        model.generate(torch.randn(2, 4))
+    seen = []
+    real_generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda z, y=None, **kw: seen.append(kw["code"]) or real_generate(z, y, **kw))
+    model.sample(4000, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(seen[0], minlength=4)
+    assert counts.numel() == 4 and torch.all((counts - 1000).abs() < 100), counts

@@ -78,6 +78,14 @@ class GANOutput(LossOutput):
 
 
 @dataclasses.dataclass
+class InfoGANOutput(GANOutput):
+    """A GAN with a latent code: ``info`` is the code head's cross-entropy on the generator's step, also
+    included (times ``info_weight``) in both ``d_loss`` and ``g_loss``."""
+
+    info: Tensor
+
+
+@dataclasses.dataclass
 class RBMOutput(LossOutput):
     """RBM monitors: ``loss`` = ``recon`` (squared error per image after one Gibbs step).
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -12,8 +11,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from genlib.errors import ConfigError
-from genlib.models.base import GANOutput, GenerativeModel, ModelConfig, detach_output, randn
-from genlib.models.layers import check_conv_shape
+from genlib.models.base import GANOutput, GenerativeModel, InfoGANOutput, ModelConfig, detach_output, rand, randn
+from genlib.models.layers import check_conv_shape, frozen_copy
 from genlib.models.registry import register_model
 
 
@@ -34,6 +33,12 @@ class GANConfig(ModelConfig):
     discriminator_lr: float | None = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # real target = 1 - label_smoothing
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    # InfoGAN (Chen et al. 2016): a uniform categorical code of ``latent_codes`` values joins z and an
+    # auxiliary head Q(c|x) on the discriminator's features learns to recover it, the generator helping
+    # (weight ``info_weight``). A continuous z must bridge separate modes (MNIST's digits) with in-between
+    # images; a discrete code can give each mode its own value. 0: no code.
+    latent_codes: int = Field(0, ge=0)
+    info_weight: float = Field(1.0, ge=0)
 
 
 class CGANConfig(GANConfig):
@@ -90,6 +95,7 @@ class Discriminator(nn.Module):
         c, _, _ = config.image_shape
         h, w = check_conv_shape(config.image_shape, 2)
         f = config.discriminator_features
+        codes = config.latent_codes
         self.stem_shape = (f, 2 * h, 2 * w)
         self.body = nn.Sequential(
             nn.Conv2d(c, f, 4, 2, 1),
@@ -101,12 +107,22 @@ class Discriminator(nn.Module):
             nn.Linear(2 * f * h * w, 1),
         )
         self.class_bias = nn.Embedding(cond, f * 4 * h * w) if cond else None
+        self.code_head = nn.Linear(2 * f * h * w, codes) if codes else None  # InfoGAN's Q(c|x)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, 2f * H/4 * W/4): what the real/fake logit (and the code head) read."""
         h = self.body[0](x)
         if self.class_bias is not None:
             h = h + self.class_bias(y).view(-1, *self.stem_shape).to(h.dtype)
-        return self.body[1:](h).squeeze(-1)
+        return self.body[1:-1](h)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.body[-1](self.features(x, y)).squeeze(-1)
+
+    def with_code(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Real/fake logits (B,) and code logits (B, latent_codes) from one pass."""
+        h = self.features(x, y)
+        return self.body[-1](h).squeeze(-1), self.code_head(h)
 
 
 def one_hot_maps_as_class_bias(weight: Tensor, image_channels: int, spatial: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -122,18 +138,6 @@ def one_hot_maps_as_class_bias(weight: Tensor, image_channels: int, spatial: tup
     return weight[:, :image_channels].contiguous(), maps.flatten(1)
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy whose parameters are buffers: saved in the state_dict and moved by ``.to()``, but
-    outside ``parameters()``, so no optimizer or gradient ever touches them."""
-    twin = copy.deepcopy(module)
-    for m in twin.modules():
-        for name, p in list(m._parameters.items()):
-            if p is not None:  # a None entry (Linear(bias=False)) stays: forward reads it as "no bias"
-                del m._parameters[name]
-                m.register_buffer(name, p.detach().clone())
-    return twin
-
-
 @register_model("gan")
 class GAN(GenerativeModel):
     """DCGAN with the non-saturating loss; the discriminator is updated first, then the generator."""
@@ -144,7 +148,7 @@ class GAN(GenerativeModel):
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
         cond = config.num_classes if self.conditional else 0
-        self.generator = Generator(config, cond)
+        self.generator = Generator(config, cond + config.latent_codes)
         self.discriminator = Discriminator(config, cond)
         self.apply(_dcgan_init)
         if self.discriminator.class_bias is not None:
@@ -182,14 +186,19 @@ class GAN(GenerativeModel):
             "generator": torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
         }
 
-    def generate(self, z: Tensor, y: Tensor | None = None, *, averaged: bool = False) -> Tensor:
-        """z (B, latent_dim) [, y (B,)] -> images in [-1, 1], (B, C, H, W).
+    def generate(self, z: Tensor, y: Tensor | None = None, *, code: Tensor | None = None,
+                 averaged: bool = False) -> Tensor:
+        """z (B, latent_dim) [, y (B,)] [, code (B,) in [0, latent_codes)] -> images in [-1, 1], (B, C, H, W).
 
         ``averaged`` uses the moving-average generator (the live one when ``ema_decay`` is 0); training
         losses always use the live generator, whose gradients the optimizer follows.
         """
         if self.conditional:
             z = torch.cat([z, F.one_hot(y, self.config.num_classes).to(z.dtype)], 1)
+        if self.config.latent_codes:
+            if code is None:
+                raise ValueError(f"{self.name} with latent_codes needs a code for each z")
+            z = torch.cat([z, F.one_hot(code, self.config.latent_codes).to(z.dtype)], 1)
         net = self.generator_ema if averaged and self.generator_ema is not None else self.generator
         return net(z)
 
@@ -218,31 +227,49 @@ class GAN(GenerativeModel):
                 avg.copy_(live_buffers[name])
         self.ema_updates += 1
 
-    def _losses(self, x: Tensor, y: Tensor | None, fake: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _judge(self, fake: Tensor, y: Tensor | None, code: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Logits of fakes (B,) and, with a latent code, the code head's cross-entropy against it."""
+        if code is None:
+            return self.discriminate(fake, y).float(), None
+        logits, code_logits = self.discriminator.with_code(fake, y if self.conditional else None)
+        return logits.float(), F.cross_entropy(code_logits.float(), code)
+
+    def _losses(
+        self, x: Tensor, y: Tensor | None, fake: Tensor, code: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         real_logits = self.discriminate(x * 2 - 1, y).float()
-        fake_logits = self.discriminate(fake.detach(), y).float()
+        fake_logits, info = self._judge(fake.detach(), y, code)
         real_target = torch.full_like(real_logits, 1.0 - self.config.label_smoothing)
         d_loss = F.binary_cross_entropy_with_logits(real_logits, real_target) + F.binary_cross_entropy_with_logits(
             fake_logits, torch.zeros_like(fake_logits)
         )
+        if info is not None:  # the code head learns on the discriminator's step
+            d_loss = d_loss + self.config.info_weight * info
         return d_loss, real_logits, fake_logits, real_target
 
-    def _fake(self, n: int, y: Tensor | None, device: torch.device) -> Tensor:
-        return self.generate(torch.randn(n, self.config.latent_dim, device=device), y)
+    def _generator_loss(self, fake: Tensor, y: Tensor | None, code: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        # Non-saturating generator loss: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
+        g_logits, info = self._judge(fake, y, code)
+        g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
+        return (g_loss if info is None else g_loss + self.config.info_weight * info), info
+
+    def _fake(self, n: int, y: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        z = torch.randn(n, self.config.latent_dim, device=device)
+        code = torch.randint(0, self.config.latent_codes, (n,), device=device) if self.config.latent_codes else None
+        return self.generate(z, y, code=code), code
+
+    def _output(self, d_loss: Tensor, g_loss: Tensor, real_logits: Tensor, fake_logits: Tensor,
+                info: Tensor | None) -> GANOutput:
+        terms = dict(loss=d_loss + g_loss, d_loss=d_loss, g_loss=g_loss, d_real=torch.sigmoid(real_logits).mean(),
+                     d_fake=torch.sigmoid(fake_logits).mean())
+        return GANOutput(**terms) if info is None else InfoGANOutput(**terms, info=info)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> GANOutput:
         y = y if self.conditional else None
-        fake = self._fake(x.shape[0], y, x.device)
-        d_loss, real_logits, fake_logits, _ = self._losses(x, y, fake)
-        g_logits = self.discriminate(fake, y).float()
-        g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
-        return GANOutput(
-            loss=d_loss + g_loss,
-            d_loss=d_loss,
-            g_loss=g_loss,
-            d_real=torch.sigmoid(real_logits).mean(),
-            d_fake=torch.sigmoid(fake_logits).mean(),
-        )
+        fake, code = self._fake(x.shape[0], y, x.device)
+        d_loss, real_logits, fake_logits, _ = self._losses(x, y, fake, code)
+        g_loss, info = self._generator_loss(fake, y, code)
+        return self._output(d_loss, g_loss, real_logits, fake_logits, info)
 
     def training_step(
         self, x: Tensor, y: Tensor, optimizers: dict[str, torch.optim.Optimizer], autocast: AbstractContextManager
@@ -252,33 +279,28 @@ class GAN(GenerativeModel):
         y = y if self.conditional else None
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         with autocast:
-            fake = self._fake(x.shape[0], y, x.device)
-            d_loss, real_logits, fake_logits, _ = self._losses(x, y, fake)
+            fake, code = self._fake(x.shape[0], y, x.device)
+            d_loss, real_logits, fake_logits, _ = self._losses(x, y, fake, code)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         with autocast:
-            # Non-saturating generator loss: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
-            g_logits = self.discriminate(fake, y).float()
-            g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
+            g_loss, info = self._generator_loss(fake, y, code)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
         self.update_ema()
-        out = GANOutput(
-            loss=d_loss + g_loss,
-            d_loss=d_loss,
-            g_loss=g_loss,
-            d_real=torch.sigmoid(real_logits).mean(),
-            d_fake=torch.sigmoid(fake_logits).mean(),
-        )
-        return detach_output(out)
+        return detach_output(self._output(d_loss, g_loss, real_logits, fake_logits, info))
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         labels = self._check_labels(labels, n)
         z = randn((n, self.config.latent_dim), generator, self.device)
-        return (self.generate(z, labels, averaged=True).float() + 1) / 2
+        code = None
+        if self.config.latent_codes:  # uniform over the code's values, as in training
+            k = self.config.latent_codes
+            code = (rand((n,), generator, self.device) * k).long().clamp_max(k - 1)
+        return (self.generate(z, labels, code=code, averaged=True).float() + 1) / 2
 
 
 @register_model("cgan")

@@ -1,7 +1,8 @@
-"""Small building blocks shared by the families: MLPs and the 28x28-style conv stacks."""
+"""Small building blocks shared by the families: MLPs, the 28x28-style conv stacks, frozen copies."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -63,3 +64,15 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.body(self.head(z).view(-1, self.c0, self.h, self.w))
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy whose parameters are buffers: saved in the state_dict and moved by ``.to()``, but
+    outside ``parameters()``, so no optimizer or gradient ever touches them."""
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:  # a None entry (Linear(bias=False)) stays: forward reads it as "no bias"
+                del m._parameters[name]
+                m.register_buffer(name, p.detach().clone())
+    return twin
