@@ -175,7 +175,7 @@ class RBM(GenerativeModel):
                 h, pv = None, pv1  # the negative phase starts from the data's own sweep
             for step in range(self.cd_k):
                 if pv is None:
-                    pv = torch.sigmoid(mm.down(h, self.visible_bias))
+                    pv = torch.sigmoid(mm.down(h, self.visible_bias)) if mm.low else self.visible_probs(h)
                 vk = self._bernoulli(pv, None)
                 prek = mm.up(vk, self.hidden_bias)
                 phk = self._hidden_mean(prek)
@@ -302,9 +302,7 @@ class _Products:
         return (v.to(torch.bfloat16) @ self.w).float() + bias
 
     def down(self, h: Tensor, bias: Tensor) -> Tensor:
-        if not self.low:
-            return h @ self.w.T + bias
-        return (h.to(torch.bfloat16) @ self.w.T).float() + bias
+        return (h.to(torch.bfloat16) @ self.w.T).float() + bias if self.low else h @ self.w.T + bias
 
     def outer(self, a: Tensor, b: Tensor) -> Tensor:
         if not self.low:
