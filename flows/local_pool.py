@@ -34,13 +34,18 @@ def worker_count(params: PipelineParams, device: Any, jobs: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
-    """Worker initializer: this process's share of the cores as torch's intra-op threads, and MLflow's
+    """Worker initializer: this process's share of the cores as torch's and the BLAS libraries' threads, and MLflow's
     per-model INFO lines kept quiet as in the parent (``genlib pipeline`` does so for its own process)."""
     import logging
 
+    import scipy.linalg  # noqa: F401 - loads the BLAS scikit-learn's PCA and probes use, so it is limited too
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+    # numpy's and scipy's BLAS (and OpenMP) pools start one thread per core: with a worker per core that
+    # oversubscribes the machine whenever two workers reach scikit-learn at once.
+    threadpool_limits(limits=threads)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version" under uv
 
