@@ -34,8 +34,8 @@ def worker_count(params: PipelineParams, device: Any, jobs: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
-    """Worker initializer: this process's share of the cores as torch's and the BLAS libraries' threads, and MLflow's
-    per-model INFO lines kept quiet as in the parent (``genlib pipeline`` does so for its own process)."""
+    """Worker initializer: this process's share of the cores as torch's and the BLAS libraries' threads,
+    and MLflow's per-model INFO lines kept quiet as in the parent (``genlib pipeline`` quiets its own)."""
     import logging
 
     import scipy.linalg  # noqa: F401 - loads the BLAS scikit-learn's PCA and probes use, so it is limited too
