@@ -132,9 +132,12 @@ def _trigger_like_the_schedule(api: str, parameters: dict, timeout: float = 600)
     slot), wait until it is final; returns (the run, every flow run on the server)."""
     os.environ["PREFECT_API_URL"] = api
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Scheduled
 
-    with get_client(sync_client=True) as client:
+    # The settings too, not only the environment: Prefect read its settings at import, and in a session
+    # with tests.services (test_flows) a harness server's URL is already in them.
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("pipeline/pipeline")
         run = client.create_flow_run_from_deployment(
             deployment.id, parameters={"params": parameters},
