@@ -329,11 +329,14 @@ def test_pipeline_stops_when_the_tracking_server_goes_away(prefect_api, tmp_path
 
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    def start_server() -> subprocess.Popen:  # on the same store and port each time
+        return subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+    server = start_server()
     try:
         wait_http(f"{uri}/health", timeout=180, proc=server)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -357,11 +360,7 @@ def test_pipeline_stops_when_the_tracking_server_goes_away(prefect_api, tmp_path
     assert "finished: ae" in message and "not finished (nothing registered): dae, rbm" in message
     assert started == ["ae"]  # no family started against the dead server
     # The server back on the same store: ae was registered, nothing else.
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    server = start_server()
     try:
         wait_http(f"{uri}/health", timeout=180, proc=server)
         names = {m.name for m in MlflowClient(uri).search_registered_models()}
