@@ -146,6 +146,43 @@ def test_lock_held_by_a_live_process_times_out_naming_it_then_goes_stale(trackin
     release(client, name, token)
 
 
+def test_lock_freed_while_the_store_reads_back_the_duplicate_is_taken_not_raised(tracking):
+    """MLflow answers a duplicate name by reading the existing model back; if its holder released it
+    in between, create fails with RESOURCE_DOES_NOT_EXIST (seen in CI with six racing processes)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    from genlib.tracking.locks import HOLDER_TAG, acquire, lock_name, release
+
+    real = MlflowClient()
+    name = f"genlib-test-{uuid.uuid4().hex[:6]}"
+    real.create_registered_model(lock_name(name), tags={HOLDER_TAG: "elsewhere:1:held"})
+
+    class RacingClient:
+        """The real client, except that its first create sees the holder release mid-request."""
+
+        def __init__(self):
+            self.creates = 0
+
+        def __getattr__(self, attr):
+            return getattr(real, attr)
+
+        def create_registered_model(self, *args, **kwargs):
+            self.creates += 1
+            if self.creates == 1:
+                real.delete_registered_model(lock_name(name))  # the holder releases...
+                raise MlflowException(f"Registered Model with name={lock_name(name)} not found",
+                                      error_code=RESOURCE_DOES_NOT_EXIST)  # ...as the store reads back
+            return real.create_registered_model(*args, **kwargs)
+
+    client = RacingClient()
+    token = acquire(client, name, timeout=30)
+    assert client.creates == 2
+    assert real.get_registered_model(lock_name(name)).tags[HOLDER_TAG] == token
+    release(real, name, token)
+
+
 def _logged_model(client, experiment_id: str) -> tuple[str, str]:
     """A finished run with a (weightless) logged model: enough for the registry, which reads tags only."""
     run = client.create_run(experiment_id)

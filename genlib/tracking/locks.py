@@ -104,6 +104,10 @@ def acquire(client: Any, name: str, *, timeout: float = TIMEOUT_SECONDS,
                 logger.info("registry lock of %s: %s, retrying", name, code)
                 time.sleep(random.uniform(0.2, 1.0))
                 continue
+            if code == "RESOURCE_DOES_NOT_EXIST" and time.monotonic() < deadline:
+                # MLflow's store answers a duplicate name by reading the existing model back; when
+                # its holder released it in between, that read fails: the lock was taken, now free.
+                continue
             if code != "RESOURCE_ALREADY_EXISTS":
                 raise
         holder = _holder(client, lock)
