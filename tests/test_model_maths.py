@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genlib.errors import ConfigError
 from genlib.models import get_model, make_config
 from genlib.models.autoencoders import add_noise, reconstruction_loss
 from genlib.models.vae import gaussian_kl, log_normal
@@ -589,6 +590,62 @@ def test_gan_checkpoint_without_an_average_starts_it_at_the_live_weights():
     live = model.generator.state_dict()
     for name, avg in model.generator_ema.state_dict().items():
         assert torch.equal(avg, live[name]), name
+
+
+def _two_blobs(n: int = 40) -> torch.Tensor:
+    """(n, 1, 8, 8) images of two kinds: bright left half or bright right half (3 of 4 are left)."""
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.1
+    left = torch.arange(n) % 4 != 0
+    x[left, :, :, :4] += 0.8
+    x[~left, :, :, 4:] += 0.8
+    return x
+
+
+def test_self_conditioned_gan_clusters_the_training_images_and_conditions_both_networks_on_them():
+    model = _tiny_gan(clusters=2)
+    assert not model.conditional  # the outside sees an unconditional model: no labels anywhere
+    x = _two_blobs()
+    model.begin_fit(x, seed=0)
+    # The two kinds of image are the two clusters, weighted by their share of the training set.
+    cluster = model.condition(x, None)
+    left = torch.arange(40) % 4 != 0
+    assert cluster[left].unique().numel() == 1 and cluster[~left].unique().numel() == 1
+    assert cluster[left][0] != cluster[~left][0]
+    assert torch.allclose(model.cluster_weights.sort().values, torch.tensor([0.25, 0.75]))
+    # The discriminator's judgement depends on the cluster it is told (its per-cluster bias), and the
+    # generator's output on the cluster it is given.
+    model.eval()
+    img = x[:1].expand(2, -1, -1, -1) * 2 - 1
+    logits = model.discriminate(img, torch.tensor([0, 1]))
+    assert logits[0] != logits[1]
+    z = torch.randn(1, 4).expand(2, -1)
+    out = model.generate(z, torch.tensor([0, 1]), averaged=True)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_self_conditioned_gan_samples_draw_clusters_with_their_training_shares():
+    model = _tiny_gan(clusters=2).eval()
+    model.begin_fit(_two_blobs(), seed=0)
+    big = int(model.cluster_weights.argmax())
+    drawn = []
+    original = model.generate
+
+    def spy(z, y=None, **kw):
+        drawn.append(y)
+        return original(z, y, **kw)
+
+    model.generate = spy
+    model.sample(4000, generator=torch.Generator().manual_seed(0))
+    share = float((drawn[0] == big).float().mean())
+    assert abs(share - 0.75) < 0.03
+
+
+def test_self_conditioning_is_refused_for_the_cgan_and_needs_as_many_images_as_clusters():
+    with pytest.raises(ValueError, match="clusters: the cgan conditions on the labels"):
+        make_config("cgan", {"clusters": 5})
+    model = _tiny_gan(clusters=50)
+    with pytest.raises(ConfigError, match="50 clusters need at least 50 training images"):
+        model.begin_fit(_two_blobs(), seed=0)
 
 
 def test_cgan_class_bias_makes_the_discriminator_depend_on_the_label():

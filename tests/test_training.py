@@ -205,6 +205,7 @@ RESUME_CASES = {
     "ae": ("ae", {}),
     "vae": ("vae", {}),
     "gan": ("gan", {}),
+    "gan-self-conditioned": ("gan", {"clusters": 3}),  # the clusters come from the checkpoint, not re-fitted
     "rbm": ("rbm", {}),
     "rbm-persistent": ("rbm", {"persistent": True}),
 }

@@ -1,4 +1,5 @@
-"""DCGAN (Radford et al. 2016) and its class-conditional variant, sized for 28x28-style images."""
+"""DCGAN (Radford et al. 2016), optionally self-conditioned on clusters, and its class-conditional variant,
+sized for 28x28-style images. The networks are in genlib/models/gan_nets.py."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from genlib.errors import ConfigError
 from genlib.models.base import GANOutput, GenerativeModel, InfoGANOutput, ModelConfig, detach_output, rand, randn
-from genlib.models.layers import check_conv_shape, frozen_copy
+from genlib.models.gan_nets import Discriminator, Generator, dcgan_init, one_hot_maps_as_class_bias
+from genlib.models.layers import frozen_copy
 from genlib.models.registry import register_model
 
 
@@ -39,103 +41,24 @@ class GANConfig(ModelConfig):
     # images; a discrete code can give each mode its own value. 0: no code.
     latent_codes: int = Field(0, ge=0)
     info_weight: float = Field(1.0, ge=0)
+    # Self-conditioning (after Liu et al. 2020, "Diverse Image Generation via Self-Conditioned GANs"): both
+    # networks are conditioned, as the cGAN is on labels, on which of ``clusters`` k-means clusters of the
+    # training images a real image lies in, and sampling draws a cluster with its share of the training
+    # images. No label is used; the model stays unconditional. Liu et al. cluster the discriminator's
+    # features and re-cluster as it trains; here the clusters are of the pixels, found once when training
+    # starts (scikit-learn's KMeans). Each cluster is a narrower target than the whole data set, so fewer
+    # samples fall between digits. 0: a plain DCGAN.
+    clusters: int = Field(0, ge=0)
 
 
 class CGANConfig(GANConfig):
     model_name: Literal["cgan"] = "cgan"  # type: ignore[assignment]
 
-
-def _dcgan_init(module: nn.Module) -> None:
-    """N(0, 0.02) weights as in the DCGAN paper."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-class Generator(nn.Module):
-    """z (B, latent_dim [+ classes]) -> images (B, C, H, W) in [-1, 1]."""
-
-    def __init__(self, config: GANConfig, cond: int) -> None:
-        super().__init__()
-        c, _, _ = config.image_shape
-        self.h, self.w = check_conv_shape(config.image_shape, 2)
-        f = config.generator_features
-        self.f2 = 2 * f
-        self.project = nn.Sequential(
-            nn.Linear(config.latent_dim + cond, self.f2 * self.h * self.w, bias=False),
-            nn.BatchNorm1d(self.f2 * self.h * self.w),
-            nn.ReLU(True),
-        )
-        self.body = nn.Sequential(
-            nn.ConvTranspose2d(self.f2, f, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(f),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(f, c, 4, 2, 1),
-            nn.Tanh(),
-        )
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.body(self.project(z).view(-1, self.f2, self.h, self.w))
-
-
-class Discriminator(nn.Module):
-    """images (B, C, H, W) in [-1, 1] [, labels (B,)] -> logits (B,).
-
-    A conditional discriminator adds a learned per-class map (f, H/2, W/2) after its first conv. That is
-    the same function class as joining constant one-hot maps to the input (a conv of a constant map is a
-    fixed map), at the cost of a conv over C channels instead of C + classes.
-    """
-
-    def __init__(self, config: GANConfig, cond: int) -> None:
-        super().__init__()
-        c, _, _ = config.image_shape
-        h, w = check_conv_shape(config.image_shape, 2)
-        f = config.discriminator_features
-        codes = config.latent_codes
-        self.stem_shape = (f, 2 * h, 2 * w)
-        self.body = nn.Sequential(
-            nn.Conv2d(c, f, 4, 2, 1),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(f, 2 * f, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(2 * f),
-            nn.LeakyReLU(0.2, True),
-            nn.Flatten(),
-            nn.Linear(2 * f * h * w, 1),
-        )
-        self.class_bias = nn.Embedding(cond, f * 4 * h * w) if cond else None
-        self.code_head = nn.Linear(2 * f * h * w, codes) if codes else None  # InfoGAN's Q(c|x)
-
-    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """(B, 2f * H/4 * W/4): what the real/fake logit (and the code head) read."""
-        h = self.body[0](x)
-        if self.class_bias is not None:
-            h = h + self.class_bias(y).view(-1, *self.stem_shape).to(h.dtype)
-        return self.body[1:-1](h)
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.body[-1](self.features(x, y)).squeeze(-1)
-
-    def with_code(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Real/fake logits (B,) and code logits (B, latent_codes) from one pass."""
-        h = self.features(x, y)
-        return self.body[-1](h).squeeze(-1), self.code_head(h)
-
-
-def one_hot_maps_as_class_bias(weight: Tensor, image_channels: int, spatial: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Split a first conv over [image, one-hot maps] into (image conv weight, per-class bias maps).
-
-    Args: weight (f, C + classes, 4, 4) of the stride-2, padding-1 conv; spatial (H, W) of the input.
-    Returns: (f, C, 4, 4) and (classes, f * H/2 * W/2), the maps the constant one-hot planes produced
-    (zero padding included), so an old checkpoint's discriminator computes exactly what it did.
-    """
-    label_w = weight[:, image_channels:].transpose(0, 1).unsqueeze(2)  # (classes, f, 1, 4, 4)
-    ones = torch.ones(1, 1, *spatial, dtype=weight.dtype)
-    maps = torch.stack([F.conv2d(ones, w, stride=2, padding=1)[0] for w in label_w])  # (classes, f, H/2, W/2)
-    return weight[:, :image_channels].contiguous(), maps.flatten(1)
+    @model_validator(mode="after")
+    def _labels_not_clusters(self) -> CGANConfig:
+        if self.clusters:
+            raise ValueError("clusters: the cgan conditions on the labels; self-conditioning on clusters is the gan's")
+        return self
 
 
 @register_model("gan")
@@ -147,10 +70,14 @@ class GAN(GenerativeModel):
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
-        cond = config.num_classes if self.conditional else 0
-        self.generator = Generator(config, cond + config.latent_codes)
-        self.discriminator = Discriminator(config, cond)
-        self.apply(_dcgan_init)
+        # The one-hot condition both networks see: the label (cgan), the image's cluster (self-conditioned gan).
+        self.cond_size = config.num_classes if self.conditional else config.clusters
+        self.generator = Generator(config, self.cond_size + config.latent_codes)
+        self.discriminator = Discriminator(config, self.cond_size)
+        if config.clusters:  # found by begin_fit; saved with the weights, so a checkpoint samples alike
+            self.register_buffer("cluster_centres", torch.zeros(config.clusters, config.input_dim))
+            self.register_buffer("cluster_weights", torch.full((config.clusters,), 1.0 / config.clusters))
+        self.apply(dcgan_init)
         if self.discriminator.class_bias is not None:
             nn.init.normal_(self.discriminator.class_bias.weight, 0.0, 0.02)
         # The averaged generator used for sampling, and how many averaging steps it has taken (its warm-up).
@@ -178,6 +105,31 @@ class GAN(GenerativeModel):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    @torch.no_grad()
+    def begin_fit(self, x_train: Tensor, seed: int) -> None:
+        """Before training from scratch: cluster the training images x_train (N, C, H, W) in [0, 1]
+        (self-conditioning only; fit() calls this once, not when resuming)."""
+        k = self.config.clusters
+        if not k:
+            return
+        from sklearn.cluster import KMeans  # only here: importing genlib.models stays light
+
+        if x_train.shape[0] < k:
+            raise ConfigError(f"clusters: {k} clusters need at least {k} training images, got {x_train.shape[0]}")
+        km = KMeans(k, n_init=1, random_state=seed).fit(x_train.flatten(1).float().cpu().numpy())
+        self.cluster_centres.copy_(torch.as_tensor(km.cluster_centers_, dtype=torch.float32))
+        counts = torch.bincount(torch.as_tensor(km.labels_, dtype=torch.long), minlength=k).float()
+        self.cluster_weights.copy_(counts / counts.sum())
+
+    def condition(self, x: Tensor, y: Tensor | None) -> Tensor | None:
+        """What real images x (B, C, H, W) in [0, 1] are conditioned on: (B,) labels for the cgan, the
+        nearest cluster centre for a self-conditioned gan, None for a plain gan."""
+        if self.conditional:
+            return y
+        if self.config.clusters:
+            return torch.cdist(x.flatten(1).float(), self.cluster_centres).argmin(1)
+        return None
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         betas = (self.config.beta1, 0.999)
         d_lr = self.config.discriminator_lr or self.config.lr
@@ -188,13 +140,14 @@ class GAN(GenerativeModel):
 
     def generate(self, z: Tensor, y: Tensor | None = None, *, code: Tensor | None = None,
                  averaged: bool = False) -> Tensor:
-        """z (B, latent_dim) [, y (B,)] [, code (B,) in [0, latent_codes)] -> images in [-1, 1], (B, C, H, W).
+        """z (B, latent_dim) [, y (B,) labels or clusters] [, code (B,) in [0, latent_codes)] -> images in
+        [-1, 1], (B, C, H, W).
 
         ``averaged`` uses the moving-average generator (the live one when ``ema_decay`` is 0); training
         losses always use the live generator, whose gradients the optimizer follows.
         """
-        if self.conditional:
-            z = torch.cat([z, F.one_hot(y, self.config.num_classes).to(z.dtype)], 1)
+        if self.cond_size:
+            z = torch.cat([z, F.one_hot(y, self.cond_size).to(z.dtype)], 1)
         if self.config.latent_codes:
             if code is None:
                 raise ValueError(f"{self.name} with latent_codes needs a code for each z")
@@ -203,8 +156,8 @@ class GAN(GenerativeModel):
         return net(z)
 
     def discriminate(self, x_pm1: Tensor, y: Tensor | None = None) -> Tensor:
-        """Images in [-1, 1] (B, C, H, W) [, y (B,)] -> logits (B,)."""
-        return self.discriminator(x_pm1, y if self.conditional else None)
+        """Images in [-1, 1] (B, C, H, W) [, y (B,) labels or clusters] -> logits (B,)."""
+        return self.discriminator(x_pm1, y if self.cond_size else None)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -231,7 +184,7 @@ class GAN(GenerativeModel):
         """Logits of fakes (B,) and, with a latent code, the code head's cross-entropy against it."""
         if code is None:
             return self.discriminate(fake, y).float(), None
-        logits, code_logits = self.discriminator.with_code(fake, y if self.conditional else None)
+        logits, code_logits = self.discriminator.with_code(fake, y if self.cond_size else None)
         return logits.float(), F.cross_entropy(code_logits.float(), code)
 
     def _losses(
@@ -265,7 +218,7 @@ class GAN(GenerativeModel):
         return GANOutput(**terms) if info is None else InfoGANOutput(**terms, info=info)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> GANOutput:
-        y = y if self.conditional else None
+        y = self.condition(x, y)
         fake, code = self._fake(x.shape[0], y, x.device)
         d_loss, real_logits, fake_logits, _ = self._losses(x, y, fake, code)
         g_loss, info = self._generator_loss(fake, y, code)
@@ -276,7 +229,7 @@ class GAN(GenerativeModel):
     ) -> GANOutput:
         if x.shape[0] < 2:
             raise ConfigError("batch_size: GAN training needs at least 2 images per batch (BatchNorm statistics)")
-        y = y if self.conditional else None
+        y = self.condition(x, y)
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         with autocast:
             fake, code = self._fake(x.shape[0], y, x.device)
@@ -296,6 +249,9 @@ class GAN(GenerativeModel):
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         labels = self._check_labels(labels, n)
         z = randn((n, self.config.latent_dim), generator, self.device)
+        if self.config.clusters:  # a cluster per sample, with its share of the training images
+            u = rand((n,), generator, self.device)
+            labels = torch.searchsorted(self.cluster_weights.cumsum(0), u).clamp_max(self.config.clusters - 1)
         code = None
         if self.config.latent_codes:  # uniform over the code's values, as in training
             k = self.config.latent_codes

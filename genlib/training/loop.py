@@ -218,6 +218,10 @@ def fit(
         best_state = ckpt.extra.get("best_state")
         logger.info("resumed from %s at epoch %d", resume_from, start_epoch)
 
+    begin_fit = getattr(model, "begin_fit", None)  # what a model learns from the data before step one
+    if begin_fit is not None and resume_from is None:  # a resumed model has it in its checkpoint
+        begin_fit(data.x_train, cfg.seed)
+
     on_device = fits_on_device([data.x_train, data.x_val], device)
     store = device if on_device else torch.device("cpu")
     x_train, y_train = data.x_train.to(store), data.y_train.to(store)
