@@ -699,6 +699,38 @@ def test_rbm_bfloat16_products_give_the_float32_update_to_bfloat16_precision():
     assert float((a - b).norm() / a.norm()) < 0.05
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_rbm_step_buffers_reused_across_steps_carry_nothing_over(dtype, persistent):
+    """The step writes its gradient and stacked operands into buffers kept from the step before: a second
+    step must equal the same step taken by a fresh model in the same state, with the same random draws."""
+    import contextlib
+    import copy
+
+    config = make_config("rbm", {"image_shape": (1, 8, 8), "hidden_units": 16, "persistent": persistent,
+                                 "matmul_dtype": dtype})
+    x = (torch.rand(2, 20, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    y = torch.zeros(20, dtype=torch.long)
+    torch.manual_seed(0)
+    used = get_model("rbm", config)
+    opts = used.configure_optimizers()
+    used.training_step(x[0], y, opts, contextlib.nullcontext())
+    grad_storage = used.weight.grad.data_ptr()
+    fresh = get_model("rbm", config)
+    fresh.load_state_dict(used.state_dict())
+    fresh_opts = fresh.configure_optimizers()
+    # A deep copy: load_state_dict keeps same-device tensors as they are, so the momentum buffers would be shared.
+    fresh_opts["model"].load_state_dict(copy.deepcopy(opts["model"].state_dict()))
+    torch.manual_seed(7)
+    used.training_step(x[1], y, opts, contextlib.nullcontext())
+    torch.manual_seed(7)
+    fresh.training_step(x[1], y, fresh_opts, contextlib.nullcontext())
+    assert used.weight.grad.data_ptr() == grad_storage  # written in place, not reallocated
+    assert torch.equal(used.weight.grad, fresh.weight.grad)
+    for a, b in zip(used.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("name", ["gan", "cgan"])
 def test_infogan_code_loss_enters_both_players_losses(name):
     y = torch.tensor([0, 1, 2, 0, 1, 2])
