@@ -352,17 +352,18 @@ def test_persistent_cd_keeps_its_chain_between_steps():
     # A larger batch continues the existing chains and adds fresh ones for the extra rows.
     chain = model.persistent_chain.clone()
     seen = []
-    original = model.visible_probs
+    original = model._products.down  # the step's h -> v product
 
-    def recording(h):
+    def recording(h, bias):
         seen.append(h.clone())
-        return original(h)
+        return original(h, bias)
 
-    model.visible_probs = recording
+    model._products.down = recording
     xs, ys = torch.ones(11, 1, 1, 6), torch.zeros(11, dtype=torch.long)
     model.training_step(xs, ys, optimizers, nullcontext())
     assert model.persistent_chain.shape == (11, 4)
-    # visible_probs is called first for the monitor (from the data), then from the chains' state.
+    # The h -> v product runs first for the monitor (from the data), then from the chains' state.
+    assert len(seen) == 2
     assert torch.equal(seen[1][:8], chain)
 
 

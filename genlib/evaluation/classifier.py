@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from genlib.evaluation._utils import batched, cpu_generator, seeded
+from genlib.models.base import adam
 from genlib.models.layers import check_conv_shape
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def train_classifier(
     n = x.shape[0]
     batch_size = min(batch_size, n)
     params = params if params is not None else [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     net.train()
     order, pos = torch.randperm(n, generator=gen).to(device), 0

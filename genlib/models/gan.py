@@ -12,7 +12,16 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from genlib.errors import ConfigError
-from genlib.models.base import GANOutput, GenerativeModel, InfoGANOutput, ModelConfig, detach_output, rand, randn
+from genlib.models.base import (
+    GANOutput,
+    GenerativeModel,
+    InfoGANOutput,
+    ModelConfig,
+    adam,
+    detach_output,
+    rand,
+    randn,
+)
 from genlib.models.gan_nets import Discriminator, Generator, dcgan_init, one_hot_maps_as_class_bias
 from genlib.models.layers import frozen_copy
 from genlib.models.registry import register_model
@@ -134,8 +143,8 @@ class GAN(GenerativeModel):
         betas = (self.config.beta1, 0.999)
         d_lr = self.config.discriminator_lr or self.config.lr
         return {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas),
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
+            "discriminator": adam(self.discriminator.parameters(), lr=d_lr, betas=betas),
+            "generator": adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
         }
 
     def generate(self, z: Tensor, y: Tensor | None = None, *, code: Tensor | None = None,
