@@ -34,6 +34,23 @@ def _params(models: list[str], **kw) -> PipelineParams:
     return PipelineParams(**values)
 
 
+def test_jobs_start_in_order_of_their_training_cost_not_their_epochs():
+    """The quick gan trains 10 epochs of convolutions, the rbm 20 cheap CD epochs: by epochs the rbm went
+    first and the gan finished last with one core idle. By counted FLOPs x epochs the gan goes first; and
+    more epochs of the same model cost more."""
+    from flows.local_pool import longest_first, training_cost
+    from genlib.spec import resolve_spec
+
+    families = ["ae", "conv-ae", "dae", "vae", "cvae", "gan", "cgan", "rbm"]
+    specs = {f: resolve_spec("quick", f, {}, None) for f in families}
+    order = longest_first(families, {f: TrainParams(family=f, spec=specs[f]) for f in families})
+    assert order[:2] == ["vae", "cvae"]
+    assert order.index("gan") < order.index("rbm") and order.index("cgan") < order.index("rbm")
+    assert set(order[-3:]) == {"ae", "dae", "conv-ae"}
+    longer = resolve_spec("quick", "rbm", {"train": {"epochs": 40}}, None)
+    assert training_cost(longer) == pytest.approx(2 * training_cost(specs["rbm"]))
+
+
 def _runs(**tags: str) -> list:
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
