@@ -204,9 +204,15 @@ def test_versions_carry_gate_objects_and_say_why_they_are_champion(tracking):
     dataset = f"notes{uuid.uuid4().hex[:6]}"
     experiment_id = client.create_experiment(f"genlib-{dataset}")
 
+    eval_runs = {}
+
     def register(**changes):
         run_id, uri = _logged_model(client, experiment_id)
-        return register_version(uri, run_id, "vae", dataset, "d" * 64, {**GOOD_VAE, **changes}, commit="x")
+        eval_run = client.create_run(experiment_id).info.run_id  # the evaluation that measured the metrics
+        reg = register_version(uri, run_id, "vae", dataset, "d" * 64, {**GOOD_VAE, **changes}, commit="x",
+                               extra_tags={"genlib.eval_run_id": eval_run})
+        eval_runs[reg.version] = eval_run
+        return reg
 
     v1 = register(test_loss=300.0)
     v2 = register(test_loss=200.0)
@@ -232,6 +238,11 @@ def test_versions_carry_gate_objects_and_say_why_they_are_champion(tracking):
     assert desc[v3.version].startswith("Not champion") and "reconstruction" in desc[v3.version]
     assert desc[v4.version].startswith("Not champion") and "does not beat" in desc[v4.version]
     assert client.get_model_version(v2.name, v2.version).description == desc[v2.version]  # what MLflow's UI shows
+    # Under the sentence: the headline metrics and a link to the evaluation run (MLflow's version page shows the
+    # description and tags, not the logged model's metrics); the dethroned v1 keeps its own numbers.
+    assert "| test_loss | 200 |" in desc[v2.version] and "| test_sq_err_per_image |" in desc[v2.version]
+    assert f"(#/experiments/{experiment_id}/runs/{eval_runs[v2.version]})" in desc[v2.version]
+    assert "| test_loss | 300 |" in desc[v1.version] and eval_runs[v1.version] in desc[v1.version]
 
     forced = promote(v3.name, v3.version, force=True)
     assert forced.forced and forced.changed and forced.previous == v2.version

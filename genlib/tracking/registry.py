@@ -22,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from genlib.tracking.errors import GateFailedError, RegistryError
 from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
 from genlib.tracking.locks import registry_lock
+from genlib.tracking.tags import EVAL_RUN_ID
 from genlib.tracking.version_notes import (  # noqa: F401  (git_commit, metric tags: re-exported)
     GATES_TAG,
     METRIC_TAG,
     dethroned_description,
+    evidence,
     git_commit,
     metric_tags,
     metrics_from_tags,
@@ -113,6 +115,21 @@ def resolve_version(name: str, version: str | int, client: Any = None) -> Any:
     return client.get_model_version(name, str(aliases[text]))
 
 
+def _describe(client: Any, name: str, version: str, sentence: str) -> None:
+    """Set the version's description: ``sentence``, then its headline metrics (from its ``metric.*`` tags)
+    and a link to the evaluation run (tag ``genlib.eval_run_id``) that measured them."""
+    from mlflow.exceptions import MlflowException
+
+    tags = dict(client.get_model_version(name, version).tags or {})
+    run_id, eval_run = tags.get(EVAL_RUN_ID), None
+    if run_id:
+        try:
+            eval_run = (client.get_run(run_id).info.experiment_id, run_id)
+        except MlflowException:  # deleted since: the table still stands, without the link
+            eval_run = None
+    client.update_model_version(name, version, description=sentence + evidence(metrics_from_tags(tags), eval_run))
+
+
 def _find_version_for_run(client: Any, name: str, run_id: str) -> Any | None:
     for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         return mv
@@ -167,10 +184,10 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
     with registry_lock(client, name):
         promoted, reason, previous = _move_aliases(client, name, model_name, version, metrics, failed)
         if not (previous == version and not promoted):  # an already-champion version keeps its description
-            client.update_model_version(name, version, description=registration_description(
-                version, promoted, reason, gate_results, previous))
+            _describe(client, name, version, registration_description(version, promoted, reason, gate_results,
+                                                                      previous))
         if promoted and previous:
-            client.update_model_version(name, previous, description=dethroned_description(version, reason))
+            _describe(client, name, previous, dethroned_description(version, reason))
     client.set_model_version_tag(name, version, "genlib.promotion", reason[:5000])
     aliases = tuple(sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == version))
     return Registration(name=name, version=version, aliases=aliases, promoted=promoted, reason=reason,
@@ -279,10 +296,9 @@ def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool
             client.set_model_version_tag(name, target, "genlib.forced", f"@{alias} despite gate {failed.gate}")  # type: ignore[union-attr]
             client.set_model_version_tag(name, target, GATES_TAG, gates_tag(results, forced=True))
         if alias == CHAMPION and previous != target:
-            client.update_model_version(name, target, description=promotion_description(alias, previous, results,
-                                                                                        forced))
+            _describe(client, name, target, promotion_description(alias, previous, results, forced))
             if previous:
-                client.update_model_version(name, previous, description=dethroned_description(
+                _describe(client, name, previous, dethroned_description(
                     target, "a manual promotion" + (" forced past a failed gate" if forced else "")))
     return Promotion(name, target, alias, previous, tuple(results), forced)
 

@@ -88,6 +88,26 @@ def promotion_description(alias: str, previous: str | None, checks: list[GateChe
     return f"@{alias} by {how}{was}. {gates_sentence(list(checks))}"
 
 
+# What the version page shows under the sentence, in this order, when the evaluation measured it (names as
+# in docs/metrics.md). MLflow 3.17's version page shows a version's description and tags but not the
+# logged model's metrics, so the description carries them.
+HEADLINE_METRICS = ("test_loss", "test_sq_err_per_image", "ais_log_likelihood", "test_pseudo_log_likelihood",
+                    "fid", "fid_real_floor", "recognised", "precision", "recall", "class_accuracy")
+
+
+def evidence(metrics: Mapping[str, float], eval_run: tuple[str, str] | None) -> str:
+    """Markdown for the end of a description: the headline metrics as a table and, with ``eval_run``
+    (experiment id, run id), a link to the evaluation run that measured them. Empty without metrics."""
+    rows = [(k, metrics[k]) for k in HEADLINE_METRICS
+            if isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k])]
+    if not rows:
+        return ""
+    source = (f"[evaluation run {eval_run[1][:8]}](#/experiments/{eval_run[0]}/runs/{eval_run[1]})"
+              if eval_run else "its evaluation")
+    table = "\n".join(f"| {k} | {v:.4g} |" for k, v in rows)
+    return f"\n\nMeasured by {source} on the test split:\n\n| metric | value |\n|---|---|\n{table}"
+
+
 # One tag per key metric (``metric.<name>``), so gates can be re-checked at promotion time.
 METRIC_TAG = "metric."
 
