@@ -9,9 +9,11 @@ random state, which seeded training needs to itself. Measured in docs/benchmarks
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import time
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import task
@@ -108,15 +110,70 @@ def longest_first(families: list[str], train_params: dict[str, TrainParams]) -> 
     return sorted(families, key=lambda f: -costs[f])
 
 
+def _warm_up(data: Any) -> None:
+    """What every job of a worker needs before it computes: its imports (done already in a worker forked
+    from the fork server), the tracking store opened, the data set in the per-process memo. Run once per
+    worker by :func:`prestarted_workers`; an error here is left for the job that meets it to report."""
+    import importlib
+
+    from flows.common import load_data
+    from flows.forkserver_pool import PRELOAD
+    from genlib.tracking.store import configure_tracking, store_identity
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    configure_tracking(check=False)  # the store the parent configured ($MLFLOW_TRACKING_URI), never ./mlflow.db
+    store_identity()
+    load_data(data)
+
+
+_prestarted: dict[int, Any] = {}  # worker count -> an entered ProcessPoolTaskRunner no flow has taken yet
+
+
+def _new_runner(workers: int) -> Any:
+    from flows.forkserver_pool import new_runner
+
+    return new_runner(workers, _init_worker, (max(1, (os.cpu_count() or 1) // workers),))
+
+
+@contextlib.contextmanager
+def prestarted_workers(params: PipelineParams, device: Any) -> Iterator[None]:
+    """Start the worker processes the pipeline will use now, each importing the flows and loading the data,
+    so that this happens while the caller waits for something else (``genlib pipeline``: a new Prefect
+    server's database set-up, about 15 s of one core on a fresh clone, while the other core idled). The
+    pipeline's :func:`run_in_processes` takes them over; whatever it did not take is stopped on exit."""
+    workers = worker_count(params, device, len(params.models) + int(params.suite))
+    if workers < 2:
+        yield
+        return
+    runner = _new_runner(workers)
+    runner.__enter__()
+    _prestarted[workers] = runner
+    try:
+        # Straight to the executor, not runner.submit: a task submission would fix the runner's Prefect
+        # context (which it caches at its first submit) before the pipeline's flow run exists.
+        for _ in range(workers):  # one spawned process per submission while none is idle
+            runner._executor.submit(_warm_up, params.data)
+        yield
+    finally:
+        if _prestarted.pop(workers, None) is runner:
+            runner.__exit__(None, None, None)
+
+
+_stopping: list[threading.Thread] = []  # pools whose workers are still exiting
+
+
 def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: dict[str, TrainParams],
                      parent_run_id: str, workers: int, with_suite: bool) -> tuple[list[FamilySummary], RunRef | None]:
-    """Every family's job and (``with_suite``) the suite's on ``workers`` processes; returns the family
-    summaries in ``params.models`` order and the suite's run. The suite goes first: it is the longest job,
-    and a long job started last would leave one core idle at the end."""
-    from prefect.task_runners import ProcessPoolTaskRunner
+    """Every family's job and (``with_suite``) the suite's on ``workers`` processes (the pre-started ones
+    when :func:`prestarted_workers` made them); returns the family summaries in ``params.models`` order and
+    the suite's run. The suite goes first: it is the longest job, and a long job started last would leave
+    one core idle at the end.
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolTaskRunner(max_workers=workers, initializer=_init_worker, initargs=(threads,)) as runner:
+    Once every job has answered, the workers are stopped in a background thread (their interpreters take
+    1.2-2.7 s to exit, measured) while the caller goes on; :func:`wait_for_stopped_workers` waits for it."""
+    runner = _prestarted.pop(workers, None) or _new_runner(workers).__enter__()
+    try:
         suite = runner.submit(suite_job, {"dataset": dataset, "evaluation": params.evaluation(),
                                           "device": params.device, "parent_run_id": parent_run_id}) \
             if with_suite else None
@@ -131,6 +188,17 @@ def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: 
             except Exception as err:  # the worker process itself died: this family failed, the others go on
                 summaries.append(FamilySummary(family=family, error=f"{type(err).__name__}: {err}".splitlines()[0]))
         suite_run = suite.result() if suite is not None else None
-        t_done = time.perf_counter()
-    logger.debug("worker processes stopped in %.1fs", time.perf_counter() - t_done)
+    except BaseException:
+        runner.__exit__(None, None, None)
+        raise
+    stopper = threading.Thread(target=runner.__exit__, args=(None, None, None), name="genlib-stop-workers")
+    stopper.start()
+    _stopping.append(stopper)
     return summaries, suite_run
+
+
+def wait_for_stopped_workers() -> None:
+    """Block until the worker processes :func:`run_in_processes` left exiting are gone (and Prefect's
+    forwarder has passed on their last events)."""
+    while _stopping:
+        _stopping.pop().join()

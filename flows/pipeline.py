@@ -18,7 +18,7 @@ from genlib.spec import RunSpec
 
 from flows.common import load_data, resolve_device, track
 from flows.evaluate import evaluate_logged_model, evaluate_suite_flow
-from flows.local_pool import run_in_processes, worker_count
+from flows.local_pool import run_in_processes, wait_for_stopped_workers, worker_count
 from flows.params import (
     DatasetRef,
     EvaluateParams,
@@ -235,9 +235,12 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
         seconds = {**_seconds(summaries), "suite": 0.0, **pool}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None
-        if params.suite and eval_runs:
-            report = evaluate_suite_flow(dataset, params.evaluation(), params.device, eval_runs, suite)
-            seconds["suite"] = report.seconds
+        try:  # the workers exit meanwhile
+            if params.suite and eval_runs:
+                report = evaluate_suite_flow(dataset, params.evaluation(), params.device, eval_runs, suite)
+                seconds["suite"] = report.seconds
+        finally:
+            wait_for_stopped_workers()
         seconds["total"] = time.perf_counter() - t_start
         result = PipelineResult(dataset=dataset, families=summaries, run_id=parent_run_id,
                                 report_run_id=report.run_id if report else None,

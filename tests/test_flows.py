@@ -140,9 +140,20 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
     # About 10 s of training each on 2 cores. Whether they pass the sample-quality gates at this size is
     # not the point here (test_tracking tests the gates): a first registration is champion iff it passed.
     # In two worker processes (make run's way on a CPU): the families and the suite run at once.
+    # Started beforehand as `genlib pipeline` starts them (while its Prefect server comes up): forked from a
+    # fork server that imported their modules once, taken over by the pipeline.
+    import torch
+
+    from flows.forkserver_pool import ForkserverTaskRunner
+    from flows.local_pool import _prestarted, prestarted_workers
+
     params = _params(["vae", "cgan"], train_overrides={"epochs": 12, "batch_size": 32},
                      model_overrides={"vae": {"lr": 3e-3}}, workers=2)
-    first = pipeline(params)
+    with prestarted_workers(params, torch.device("cpu")):
+        assert isinstance(_prestarted[2], ForkserverTaskRunner)
+        warm = {str(pid) for pid in _prestarted[2]._executor._processes}
+        first = pipeline(params)
+        assert 2 not in _prestarted
     assert first.seconds["workers"] == 2 and first.seconds["pool"] > 0
     for family in first.families:
         assert family.error is None, family.error
@@ -164,7 +175,7 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
     trains = [r.info for r in children if r.data.tags["genlib.kind"] == "train"]
     assert trains[0].start_time < trains[1].end_time and trains[1].start_time < trains[0].end_time
     pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] == "train"}
-    assert len(pids) == 2 and str(os.getpid()) not in pids
+    assert len(pids) == 2 and str(os.getpid()) not in pids and pids == warm
     summary = client.load_table(parent.info.experiment_id, "summary.json", run_ids=[first.run_id])
     assert sorted(summary["family"]) == ["cgan", "vae"] and summary["version"].notna().all()
     experiment = client.get_experiment(parent.info.experiment_id)

@@ -119,6 +119,13 @@ def pipeline_command(
         from flows.pipeline import PipelineFailedError, pipeline
 
         store_identity()  # opens (and on first use creates) the tracking store while the server starts
+        if server is not None or params.dispatch == "local":  # training stays on this machine
+            from flows.local_pool import prestarted_workers
+
+            # The workers start, open the store this process has made and load the data while the server
+            # starts (on a fresh clone it sets up its database, about 10 s of one core); the pipeline's
+            # process pool takes them over.
+            stack.enter_context(prestarted_workers(params, resolve_device(device)))
         load_data(params.data)  # and fills the per-process data memo
         if server is not None:
             server.wait_ready()
