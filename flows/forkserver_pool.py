@@ -63,6 +63,17 @@ class ForkserverTaskRunner(ProcessPoolTaskRunner):
         return self
 
 
+def start_fork_server() -> None:
+    """Start the fork server now, so that its imports (about 9.5 s of one core) run beside the caller's own
+    start-up rather than after it; the workers a :class:`ForkserverTaskRunner` asks for later are forked
+    from it. A no-op where there is none and when it runs already."""
+    if available():
+        from multiprocessing import forkserver
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+        forkserver.ensure_running()
+
+
 def new_runner(workers: int, initializer: Any, initargs: tuple[Any, ...]) -> ProcessPoolTaskRunner:
     """A task runner of ``workers`` processes: forked from a fork server where there is one, else spawned."""
     cls = ForkserverTaskRunner if available() else ProcessPoolTaskRunner

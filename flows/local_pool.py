@@ -110,7 +110,7 @@ def longest_first(families: list[str], train_params: dict[str, TrainParams]) -> 
     return sorted(families, key=lambda f: -costs[f])
 
 
-def _warm_up(data: Any) -> None:
+def _warm_up(data: Any, tracking_uri: str) -> None:
     """What every job of a worker needs before it computes: its imports (done already in a worker forked
     from the fork server), the tracking store opened, the data set in the per-process memo. Run once per
     worker by :func:`prestarted_workers`; an error here is left for the job that meets it to report."""
@@ -122,7 +122,7 @@ def _warm_up(data: Any) -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
-    configure_tracking(check=False)  # the store the parent configured ($MLFLOW_TRACKING_URI), never ./mlflow.db
+    configure_tracking(tracking_uri, check=False)  # the parent's store (it may predate the fork server's env)
     store_identity()
     load_data(data)
 
@@ -142,7 +142,10 @@ def prestarted_workers(params: PipelineParams, device: Any) -> Iterator[None]:
     so that this happens while the caller waits for something else (``genlib pipeline``: a new Prefect
     server's database set-up, about 15 s of one core on a fresh clone, while the other core idled). The
     pipeline's :func:`run_in_processes` takes them over; whatever it did not take is stopped on exit."""
+    from genlib.tracking.store import resolve_tracking
+
     workers = worker_count(params, device, len(params.models) + int(params.suite))
+    tracking_uri = resolve_tracking().uri
     if workers < 2:
         yield
         return
@@ -153,7 +156,7 @@ def prestarted_workers(params: PipelineParams, device: Any) -> Iterator[None]:
         # Straight to the executor, not runner.submit: a task submission would fix the runner's Prefect
         # context (which it caches at its first submit) before the pipeline's flow run exists.
         for _ in range(workers):  # one spawned process per submission while none is idle
-            runner._executor.submit(_warm_up, params.data)
+            runner._executor.submit(_warm_up, params.data, tracking_uri)
         yield
     finally:
         if _prestarted.pop(workers, None) is runner:

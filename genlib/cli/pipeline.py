@@ -98,6 +98,14 @@ def pipeline_command(
         typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
                    "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
                    err=True)  # "cuda" on a machine without one is a one-line error now, not after the data prep
+    from flows.local_pool import worker_count
+
+    jobs = len(params.models) + int(params.suite)
+    local_workers = params.dispatch != "deployment" and worker_count(params, resolve_device(device), jobs) > 1
+    if local_workers:
+        from flows.forkserver_pool import start_fork_server
+
+        start_fork_server()  # the workers' imports, in a process of their own from now on
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value() or ps.running_server(home)
@@ -119,7 +127,7 @@ def pipeline_command(
         from flows.pipeline import PipelineFailedError, pipeline
 
         store_identity()  # opens (and on first use creates) the tracking store while the server starts
-        if server is not None or params.dispatch == "local":  # training stays on this machine
+        if local_workers and (server is not None or params.dispatch == "local"):  # training stays here
             from flows.local_pool import prestarted_workers
 
             # The workers start, open the store this process has made and load the data while the server
