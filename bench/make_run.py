@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
             for label, store in (("first run (new Prefect home, caches, store)", "mlflow-1"),
                                  ("later run (Prefect home and caches kept, new store)", "mlflow-2")):
                 output, wall = run_pipeline([], Path(tmp), store)
-                print(f"{label}: {wall:.0f} s", file=sys.stderr)
+                log = ROOT / "bench" / "results" / f"make_run-{store}.log"  # the timeline, to read where time went
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(output)
+                print(f"{label}: {wall:.0f} s (output in {log})", file=sys.stderr)
                 runs.append((label, output, wall))
     section = render(runs)
     print(section)
