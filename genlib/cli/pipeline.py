@@ -127,14 +127,14 @@ def pipeline_command(
         from flows.pipeline import PipelineFailedError, pipeline
 
         store_identity()  # opens (and on first use creates) the tracking store while the server starts
+        load_data(params.data)  # fills the per-process memo; on a new machine it converts and caches MNIST
         if local_workers and (server is not None or params.dispatch == "local"):  # training stays here
             from flows.local_pool import prestarted_workers
 
-            # The workers start, open the store this process has made and load the data while the server
-            # starts (on a fresh clone it sets up its database, about 10 s of one core); the pipeline's
-            # process pool takes them over.
+            # The workers start, open the store and read the data cache this process has made, while the
+            # server starts (on a fresh clone it sets up its database, about 10 s of one core); the
+            # pipeline's process pool takes them over.
             stack.enter_context(prestarted_workers(params, resolve_device(device)))
-        load_data(params.data)  # and fills the per-process data memo
         if server is not None:
             server.wait_ready()
         t_ready = time.perf_counter()
