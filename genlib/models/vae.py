@@ -191,7 +191,8 @@ class VAE(GenerativeModel):
     def prepare_input(self, x: Tensor) -> Tensor:
         """Dynamic binarisation when configured (fresh Bernoulli draw each call)."""
         if self.config.binarize and self.training:
-            return torch.bernoulli(x)
+            # uniform < x, as the RBM draws: twice as fast as torch.bernoulli on a CPU core, same distribution
+            return (torch.rand_like(x) < x).to(x.dtype)
         return x
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
