@@ -10,8 +10,8 @@ which is why Prefect does not fork).
 
 Everything else is Prefect's: only the start method differs. ``__enter__`` repeats
 ``ProcessPoolTaskRunner.__enter__`` of prefect 3.8.8 (the version ``uv.lock`` pins) with another
-multiprocessing context, since Prefect's names ``spawn`` inside it; ``tests/test_local_pool.py`` runs
-tasks through it in a flow, so a Prefect upgrade that changes these internals fails there first.
+multiprocessing context, since Prefect names ``spawn`` inside it; the end-to-end test in ``tests/test_flows.py``
+runs tasks through it in a flow, so a Prefect upgrade that changes these internals fails there first.
 """
 
 from __future__ import annotations
