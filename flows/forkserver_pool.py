@@ -36,14 +36,20 @@ def available() -> bool:
     return "forkserver" in multiprocessing.get_all_start_methods()
 
 
+def _context() -> Any:
+    """multiprocessing's fork-server context, its server told to preload ``PRELOAD`` (per parent process: the
+    server starts at its first use and serves every pool after it)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
 class ForkserverTaskRunner(ProcessPoolTaskRunner):
     """``ProcessPoolTaskRunner`` whose workers are forked from a server process that preloaded ``PRELOAD``."""
 
     def __enter__(self) -> ForkserverTaskRunner:
         TaskRunner.__enter__(self)  # ProcessPoolTaskRunner's own __enter__ is repeated below, bar the context
-        mp_context = multiprocessing.get_context("forkserver")
-        # Per parent process: the server starts at the first worker and serves every pool after it.
-        mp_context.set_forkserver_preload(list(PRELOAD))
+        mp_context = _context()
         self._subprocess_message_queue = mp_context.Queue()
         self._message_forwarding_thread = threading.Thread(
             target=self._forward_subprocess_messages, name="ProcessPoolTaskRunnerMessageForwarder", daemon=True)
@@ -70,7 +76,7 @@ def start_fork_server() -> None:
     if available():
         from multiprocessing import forkserver
 
-        multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+        _context()
         forkserver.ensure_running()
 
 

@@ -10,7 +10,6 @@ random state, which seeded training needs to itself. Measured in docs/benchmarks
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -22,12 +21,11 @@ from prefect.cache_policies import NO_CACHE
 from flows.params import DatasetRef, FamilySummary, PipelineParams, RunRef, TrainParams
 from genlib.evaluation.profiles import EvalProfile
 
-logger = logging.getLogger(__name__)
 
-
-def worker_count(params: PipelineParams, device: Any, jobs: int) -> int:
+def worker_count(params: PipelineParams, device: Any) -> int:
     """``params.workers``, else one process per CPU core on the CPU and one on an accelerator (its
-    kernels already use the whole device), never more than there are jobs."""
+    kernels already use the whole device), never more than there are jobs (the families and the suite)."""
+    jobs = len(params.models) + int(params.suite)
     if params.workers is not None:
         return max(1, min(params.workers, jobs))
     if device.type != "cpu":
@@ -144,7 +142,7 @@ def prestarted_workers(params: PipelineParams, device: Any) -> Iterator[None]:
     pipeline's :func:`run_in_processes` takes them over; whatever it did not take is stopped on exit."""
     from genlib.tracking.store import resolve_tracking
 
-    workers = worker_count(params, device, len(params.models) + int(params.suite))
+    workers = worker_count(params, device)
     tracking_uri = resolve_tracking().uri
     if workers < 2:
         yield

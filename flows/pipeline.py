@@ -216,8 +216,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             def trained_by(f: str) -> Any:
                 return lambda: train_family(train_params[f], dataset.digest)
 
-        workers = 1 if remote else worker_count(params, resolve_device(params.device),
-                                                 len(params.models) + int(params.suite))
+        workers = 1 if remote else worker_count(params, resolve_device(params.device))
         suite, pool = None, {}
         if workers > 1:
             get_run_logger().info("families%s on %d worker processes", " and the suite" if params.suite else "",

@@ -100,8 +100,7 @@ def pipeline_command(
                    err=True)  # "cuda" on a machine without one is a one-line error now, not after the data prep
     from flows.local_pool import worker_count
 
-    jobs = len(params.models) + int(params.suite)
-    local_workers = params.dispatch != "deployment" and worker_count(params, resolve_device(device), jobs) > 1
+    local_workers = params.dispatch != "deployment" and worker_count(params, resolve_device(device)) > 1
     if local_workers:
         from flows.forkserver_pool import start_fork_server
 
