@@ -228,6 +228,9 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
         server_env = {**env, "PREFECT_UI_API_URL": ui_api}
         if auth.prefect_auth_string:
             server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth.prefect_auth_string
+        from genlib.ops.prefect_db import save_template, seed_home
+
+        snapshot = seed_home(prefect_home(project), server_env) is False  # a new home: from the cached empty database
         _record(project, state, spawn("prefect-server", [executable("prefect"), "server", "start", "--host", settings.host,
                                                           "--port", str(settings.prefect_port)],
                                        server_env, folder, project))
@@ -240,6 +243,8 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
                                        mlflow_env, folder, project))
         prefect, mlflow = state["processes"]
         wait_until("the Prefect server", lambda: http_status(f"{settings.prefect_url}/api/health") == 200, settings.timeout, prefect)
+        if snapshot:  # before the work pools below: the template holds no project's objects
+            save_template(prefect_home(project))
         wait_until("the MLflow server", lambda: http_status(f"{settings.mlflow_url}/health") == 200, settings.timeout, mlflow)
         for pool in POOLS:
             worker_env = dict(env)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,54 @@ def test_pipeline_history_outlives_its_temporary_server_and_genlib_ui_serves_it(
         ui.wait(timeout=60)
     assert not ps.healthy(api) and not answers(f"http://127.0.0.1:{mlflow_port}/health")
     assert ps.read_record(home) is None
+
+
+# --- the empty database a new home starts from ----------------------------------------------------------
+
+
+def test_a_home_is_seeded_only_when_it_has_no_database_and_uses_the_default_sqlite(tmp_path, monkeypatch):
+    from genlib.ops import prefect_db
+
+    monkeypatch.setenv("GENLIB_CACHE_DIR", str(tmp_path / "cache"))
+    home = tmp_path / "home"
+    home.mkdir()
+    assert prefect_db.seed_home(home, {}) is False  # no template yet: snapshot this one once it answers
+    template = prefect_db.template_path()
+    assert template is not None and template.parent == tmp_path / "cache" / "prefect"
+    template.parent.mkdir(parents=True)
+    with sqlite3.connect(template) as db:
+        db.execute("CREATE TABLE marker (x INTEGER)")
+    assert prefect_db.seed_home(home, {"PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://x/y"}) is None
+    assert not (home / "prefect.db").exists()
+    assert prefect_db.seed_home(home, {}) is True
+    with sqlite3.connect(home / "prefect.db") as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("marker",)]
+    assert prefect_db.seed_home(home, {}) is None  # a database exists: left alone
+    assert prefect_db.save_template(tmp_path / "no-home") is None
+
+
+@pytest.mark.timeout(600)
+def test_a_new_home_starts_from_the_empty_database_the_first_server_left(tmp_path, monkeypatch):
+    """The first server on a new home snapshots its database when it answers, before any run; a second new
+    home is seeded from it, answers, and holds none of the first home's runs."""
+    from genlib.ops import prefect_db
+
+    monkeypatch.setenv("GENLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    with ps.LocalServer(tmp_path / "first", services=False) as first:
+        first.wait_ready()
+        template = prefect_db.template_path()
+        assert template is not None and template.is_file()
+        flow = ps._post(f"{first.api_url}/flows/", {"name": "made-in-the-first-home"})
+        ps._post(f"{first.api_url}/flow_runs/", {"flow_id": flow["id"], "name": "first-run"})
+        assert len(ps._post(f"{first.api_url}/flow_runs/filter", {})) == 1
+    with sqlite3.connect(template) as db:  # migrated, and empty of runs
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert db.execute("SELECT count(*) FROM flow_run").fetchone() == (0,)
+    second = ps.LocalServer(tmp_path / "second", services=False)
+    with second:
+        assert (tmp_path / "second" / "prefect.db").is_file()  # copied in before the server started
+        second.wait_ready()
+        assert ps._post(f"{second.api_url}/flow_runs/filter", {}) == []
+        flow = ps._post(f"{second.api_url}/flows/", {"name": "made-in-the-second-home"})
+        assert ps._post(f"{second.api_url}/flow_runs/", {"flow_id": flow["id"]})["flow_id"] == flow["id"]

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from genlib.evaluation._utils import batched, cpu_generator, seeded
 from genlib.models.base import adam
 from genlib.models.layers import check_conv_shape
+from genlib.user_cache import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +167,7 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor, *, device: torch.device, batc
     return float((pred.long() == y.cpu()).float().mean())
 
 
-def default_cache_root() -> Path:
-    """``$GENLIB_CACHE_DIR`` or ``~/.cache/genlib``."""
-    env = os.environ.get("GENLIB_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "genlib"
+default_cache_root = cache_root  # ``$GENLIB_CACHE_DIR`` or ``~/.cache/genlib``
 
 
 def _cache_path(data: Any, config: ClassifierConfig, epochs: int, seed: int, cache_dir: str | Path | None) -> Path:

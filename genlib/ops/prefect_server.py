@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.errors import GenlibError
+from genlib.ops.prefect_db import save_template, seed_home
 from genlib.ops.processes import answers, die_with_parent, executable, free_port, pid_alive, stop_group, wait_http
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class LocalServer:
         self.port = free_port(port, host)
         self.log_path = self.home / log_name
         self.proc: subprocess.Popen | None = None
+        self._snapshot = False  # a new home's database, to keep as the template once the server answers
 
     @property
     def url(self) -> str:
@@ -145,6 +147,8 @@ class LocalServer:
                        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
                        # nor registers Prefect's block types (genlib uses none): 2 s of CPU on a new home
                        PREFECT_API_BLOCKS_REGISTER_ON_START="false")
+        # A new home starts from the cached empty database rather than 114 migrations (genlib/ops/prefect_db.py).
+        self._snapshot = seed_home(self.home, env) is False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [executable("prefect"), "server", "start", "--host", self.host, "--port", str(self.port)],
@@ -157,6 +161,9 @@ class LocalServer:
         """Block until the API answers; raises GenlibError (with the end of the server's log) if it does not."""
         assert self.proc is not None, "start() first"
         if wait_http(self.api_url + "/health", timeout, self.proc):
+            if self._snapshot:  # answered, and no run recorded yet: the empty database for later homes
+                self._snapshot = False
+                save_template(self.home)
             return
         tail = ""
         with contextlib.suppress(OSError):
