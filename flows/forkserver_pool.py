@@ -23,10 +23,13 @@ from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, _initialize_process_pool_worker
 
-# What the workers' jobs import (found by diffing sys.modules before and after a pipeline's jobs):
-# torch.optim's first optimizer imports torch._dynamo (with sympy: about 2.8 s); the evaluation imports
-# MLflow's pyfunc flavour and scikit-learn's estimators.
+# What the workers' warm-up and jobs import (found by diffing sys.modules before and after them):
+# torch.optim's first optimizer imports torch._dynamo (with sympy: about 2.8 s); opening the sqlite
+# tracking store imports MLflow's SQLAlchemy stores with Alembic and SQLAlchemy's dialects (1-1.5 s; each
+# warming worker spent it while the pipeline waited for its first job); the evaluation imports MLflow's
+# pyfunc flavour and scikit-learn's estimators.
 PRELOAD = ("flows.pipeline", "flows.train", "flows.evaluate", "flows.local_pool", "torch._dynamo",
+           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
            "genlib.tracking.pyfunc", "genlib.evaluation", "sklearn.linear_model", "sklearn.decomposition",
            "sklearn.cluster", "sklearn.pipeline", "sklearn.preprocessing", "torchvision.utils")
 

@@ -81,21 +81,20 @@ def suite_job(dataset: DatasetRef, evaluation: EvalProfile, device: str, parent_
 
 
 def training_cost(spec: Any) -> float:
-    """A relative cost of training ``spec`` on a data set: the FLOPs of one loss evaluation per image (counted
-    by torch's FlopCounterMode on a 2-image batch), times 3 for autograd's backward pass, times epochs. Only
-    the order of these numbers is used (every family trains on the same images)."""
+    """A relative cost of training ``spec`` on a data set: the FLOPs of one loss evaluation per image (the
+    products and convolutions of a 2-image batch, genlib.models.flops), times 3 for autograd's backward
+    pass, times epochs. Only the order of these numbers is used (every family trains on the same images)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from genlib.models import get_model
+    from genlib.models.flops import FlopCounter
 
     model = get_model(spec.model.model_name, spec.model)
     x = torch.zeros(2, *spec.model.image_shape)
     y = torch.zeros(2, dtype=torch.long)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), FlopCounter() as counter:
         model.loss(x, y)
-    per_image = counter.get_total_flops() / 2 * (3 if model.uses_autograd else 1)
+    per_image = counter.flops / 2 * (3 if model.uses_autograd else 1)
     return per_image * spec.train.epochs
 
 

@@ -253,3 +253,21 @@ def test_make_run_reads_the_pipelines_own_time_line_in_both_forms():
     section = render([("first", f"{families}\n{line}\n", 205.0), ("later", f"{families}\n{line}\n", 205.0)])
     assert "first: pipeline 200 s (met), 25.0% outside compute (missed); later: pipeline 200 s (met)" in section
     assert section.count("**25.0%**") == 2 and "| later | 205 s | 200 s | 10.0 s | 2 |" in section
+
+
+def test_throughput_set_changes_the_measured_models_fields_only_where_they_exist(tiny):
+    from bench.throughput.cli import _model_overrides
+    from bench.throughput.variants import family_config
+
+    overrides = _model_overrides(["model.hidden_units=40"], ["ae", "rbm"])
+    assert overrides == {"hidden_units": 40}
+    assert family_config("rbm", "quick", tiny, overrides).hidden_units == 40
+    assert family_config("ae", "quick", tiny, overrides) == family_config("ae", "quick", tiny)  # not an ae field
+    result = measure_family("rbm", tiny, device=torch.device("cpu"), profile="quick", batch_size=32, big_batch=64,
+                            repeats=1, target_seconds=0.01, model_overrides=overrides)
+    assert result["model_config"]["hidden_units"] == 40
+    # The products the limit counts are the 40-unit model's: 784 x 40 weights.
+    assert result["variants"]["genlib_b32"]["limit"]["mflop_per_image"] < 0.5
+    for bad in (["model.hidden_units=40"], ["train.epochs=3"], ["hidden_units"]):
+        with pytest.raises(SystemExit, match="error"):
+            _model_overrides(bad, ["ae"] if bad[0].startswith("model") else ["rbm"])

@@ -21,7 +21,9 @@ from bench.throughput.measure import measure_family
 from bench.throughput.render import render_markdown
 from bench.throughput.runner import LOG_EVERY
 from bench.throughput.sklearn_rbm import compare_rbm_with_sklearn
-from genlib.models import get_model_class, list_models
+from genlib.errors import ConfigError
+from genlib.models import get_config_class, get_model_class, list_models
+from genlib.spec import parse_set
 from genlib.training.loop import resolve_device
 
 THROUGHPUT_BEGIN, THROUGHPUT_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
@@ -66,6 +68,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         help="wall-time budget: measurements shrink (down to one batch) to fit it (default 100 with --quick, else none)",
     )
+    p.add_argument("--set", dest="set_", action="append", metavar="model.FIELD=VALUE",
+                   help="a model field for every measured family whose config has it, as genlib's --set "
+                   "(e.g. model.hidden_units=500: the RBM at the paper's width); repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
@@ -130,6 +135,20 @@ def _families(spec: str | None, default: Sequence[str]) -> list[str]:
     return names
 
 
+def _model_overrides(assignments: Sequence[str] | None, families: Sequence[str]) -> dict[str, Any]:
+    """``--set`` as model fields; each must belong to at least one measured family."""
+    try:
+        overrides = parse_set(assignments)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    if overrides.train or overrides.evaluation:
+        raise SystemExit("error: --set takes model fields only (the benchmark sets the batch sizes and epochs)")
+    for field in overrides.model:
+        if not any(field in get_config_class(f).model_fields for f in families):
+            raise SystemExit(f"error: --set model.{field}: none of {', '.join(families)} has that field")
+    return dict(overrides.model)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; prints the markdown tables and returns the report dict."""
     t_start = time.perf_counter()
@@ -149,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     reserve = 0.0 if args.skip_sklearn else (20.0 if quick else 0.0)  # rough wall time of the sklearn section
     train_size = args.train_size or (10240 if quick else None)
     families = _families(args.families, list_models())
+    model_overrides = _model_overrides(args.set_, families)
     default_compile: Sequence[str] = list_models() if not quick else (_first_autoencoder() if device.type == "cuda" else ())
     compile_families = set(_families(args.compile_families, default_compile))
 
@@ -177,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "threads": threads,
             "threads_reason": threads_reason,
             "budget_seconds": budget,
+            "model_overrides": model_overrides,
             "naive_loader": f"DataLoader(batch_size={args.batch_size}, shuffle=True, num_workers=0), loss.item() every "
             f"{LOG_EVERY} batches",
         },
@@ -202,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             repeats=args.repeats,
             target_seconds=family_target,
             seed=args.seed,
+            model_overrides=model_overrides,
             log=log,
         )
         result["target_seconds"] = family_target

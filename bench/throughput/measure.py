@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ def measure_family(
     target_seconds: float = 0.25,
     seed: int = 0,
     limits: bool = True,
+    model_overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Training samples/s of every variant of ``family`` (interleaved repeats) and the ratios to the naive loop.
@@ -42,9 +43,10 @@ def measure_family(
     Returns a JSON-able dict: ``variants`` (per variant: every repeat's samples and seconds,
     ``samples_per_s``, ``median_samples_per_s``, ``ratio_vs_naive`` and, with ``limits``, ``limit``: GFLOP/s
     achieved against the torch.mm rate at the step's shapes, see ``bench.throughput.limit``), ``ratio_equal_batch``
-    (genlib vs naive at the same batch size) and ``best`` (genlib's fastest variant).
+    (genlib vs naive at the same batch size) and ``best`` (genlib's fastest variant). ``model_overrides``:
+    model config fields (field -> value) applied where the family's config has them.
     """
-    config = family_config(family, profile, data)
+    config = family_config(family, profile, data, model_overrides)
     variants = build_variants(device, batch_size, big_batch, compile_, bigger_batch)
     if compile_:
         torch.compiler.reset()  # drop earlier families' graphs so none counts against recompile limits

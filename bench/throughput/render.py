@@ -42,7 +42,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{env['torch_num_threads']} threads, {env['usable_cpus']} usable CPUs; torchvision {env['torchvision']}, "
         f"scikit-learn {env['sklearn']}. Data: {cfg['data_source']}, {cfg['train_images']} training images. "
         f"Profile `{cfg['profile']}`; medians over {cfg['repeats']} interleaved repeats of about "
-        f"{cfg['target_seconds']} s each (less where the time budget required).",
+        f"{cfg['target_seconds']} s each (less where the time budget required)."
+        + ("".join(f" Model `{k}={v}` (--set)." for k, v in (cfg.get("model_overrides") or {}).items())),
         "",
     ]
     load = env.get("load_average")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from bench.throughput.data import BenchData
-from genlib.models import GenerativeModel
+from genlib.models import GenerativeModel, get_config_class
 from genlib.spec import resolve_spec
 
 
@@ -91,9 +92,13 @@ class NotApplicable(Exception):
     """A speed-up that does not apply to this family (reported, not an error)."""
 
 
-def family_config(family: str, profile: str, data: BenchData) -> Any:
-    """The family's model config in ``profile`` (resolved by genlib's run spec), for images shaped like ``data``."""
-    return resolve_spec(profile, family, data_shape=(data.image_shape, max(data.num_classes, 2))).model
+def family_config(family: str, profile: str, data: BenchData, model_overrides: Mapping[str, Any] | None = None) -> Any:
+    """The family's model config in ``profile`` (resolved by genlib's run spec), for images shaped like ``data``,
+    with those of ``model_overrides`` (field -> value) that are fields of this family's config."""
+    fields = get_config_class(family).model_fields
+    mine = {k: v for k, v in (model_overrides or {}).items() if k in fields}
+    return resolve_spec(profile, family, {"model": mine},
+                        data_shape=(data.image_shape, max(data.num_classes, 2))).model
 
 
 def fused_optimizer(opt: torch.optim.Optimizer) -> tuple[torch.optim.Optimizer, str]:
