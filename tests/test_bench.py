@@ -271,3 +271,22 @@ def test_throughput_set_changes_the_measured_models_fields_only_where_they_exist
     for bad in (["model.hidden_units=40"], ["train.epochs=3"], ["hidden_units"]):
         with pytest.raises(SystemExit, match="error"):
             _model_overrides(bad, ["ae"] if bad[0].startswith("model") else ["rbm"])
+
+
+def test_the_limit_counts_every_product_of_the_rbm_step_the_gradients_too(tiny):
+    """The CD gradient is one product written into the last step's gradient (``torch.mm(..., out=)``): it
+    counts, and replays into an ``out=`` tensor like the step's."""
+    from bench.throughput.limit import matmul_rate, step_products
+    from bench.throughput.variants import family_config
+    from genlib.models import get_model
+
+    config = family_config("rbm", "quick", tiny, {"hidden_units": 40})
+    assert config.persistent  # PCD-1: up(v0), the 16-row monitor's down, down(h), up(vk), the gradient
+    model = get_model("rbm", config)
+    batch, v, h = 32, config.input_dim, 40
+    products, why = step_products(model, model.configure_optimizers(), tiny.x[:batch], tiny.y[:batch],
+                                  torch.device("cpu"))
+    assert why is None
+    assert sum(p.flops for p in products) == 2 * v * h * (3 * batch + 16 + 2 * batch)
+    assert any(p.out is not None for p in products)
+    assert matmul_rate(products, torch.device("cpu"), target_s=0.01, trials=1) > 0

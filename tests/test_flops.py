@@ -41,3 +41,11 @@ def test_counting_imports_no_dynamo():
             "with FlopCounter() as c:\n    torch.ones(2, 3) @ torch.ones(3, 4)\n"
             "assert c.flops == 48, c.flops\nassert 'torch._dynamo' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_products_written_into_a_given_tensor_count():
+    out = torch.empty(3, 7)
+    with FlopCounter() as c:
+        torch.mm(torch.randn(3, 5), torch.randn(5, 7), out=out)
+        torch.addmm(torch.zeros(7), torch.randn(3, 5), torch.randn(5, 7), out=out)
+    assert c.flops == 2 * (2 * 3 * 5 * 7)

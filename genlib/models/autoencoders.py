@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from genlib.models.base import AEOutput, GenerativeModel, ModelConfig
+from genlib.models.base import AEOutput, GenerativeModel, ModelConfig, rand, randn
 from genlib.models.layers import ConvDecoder, ConvEncoder, mlp
 from genlib.models.registry import register_model
 
@@ -133,16 +133,13 @@ def add_noise(x: Tensor, kind: str, level: float, generator: torch.Generator | N
     gaussian: add N(0, level^2), clip; masking: zero each pixel with probability level;
     salt_pepper: set each pixel with probability level to 0 or 1 (equally likely).
     """
-    gen_device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape, generator=generator, device=gen_device).to(x.device)
     if kind == "gaussian":
-        noise = torch.randn(x.shape, generator=generator, device=gen_device).to(x.device)
-        return (x + level * noise).clamp(0, 1)
+        return (x + level * randn(tuple(x.shape), generator, x.device)).clamp(0, 1)
     if kind == "masking":
-        return x * (u >= level)
+        return x * (rand(tuple(x.shape), generator, x.device) >= level)
     if kind == "salt_pepper":
-        flip = u < level
-        salt = torch.rand(x.shape, generator=generator, device=gen_device).to(x.device) < 0.5
+        flip = rand(tuple(x.shape), generator, x.device) < level
+        salt = rand(tuple(x.shape), generator, x.device) < 0.5
         return torch.where(flip, salt.to(x.dtype), x)
     raise ValueError(f"unknown noise {kind!r}")
 

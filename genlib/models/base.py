@@ -221,6 +221,7 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
 
 
 def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Uniform [0, 1) noise drawn on the generator's device then moved, so a CPU generator works for CUDA models."""
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 

@@ -48,8 +48,9 @@ def _convolution(args: tuple[Any, ...], out: Any) -> int:
     return 2 * x[0] * math.prod(w) * positions
 
 
+# By op, so that every overload counts (``torch.mm(a, b, out=c)`` dispatches aten.mm.out), as FlopCounterMode does.
 _COUNTS: dict[Any, Callable[[tuple[Any, ...]], int]] = {
-    aten.mm.default: _mm, aten.addmm.default: _addmm, aten.bmm.default: _bmm, aten.baddbmm.default: _baddbmm,
+    aten.mm: _mm, aten.addmm: _addmm, aten.bmm: _bmm, aten.baddbmm: _baddbmm,
 }
 
 
@@ -69,8 +70,9 @@ class FlopCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        if func in _COUNTS:
-            self.flops += _COUNTS[func](args)
+        count = _COUNTS.get(func.overloadpacket)
+        if count is not None:
+            self.flops += count(args)
         elif func is aten.convolution.default:
             self.flops += _convolution(args, out)
         return out

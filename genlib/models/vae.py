@@ -192,7 +192,7 @@ class VAE(GenerativeModel):
         """Dynamic binarisation when configured (fresh Bernoulli draw each call)."""
         if self.config.binarize and self.training:
             # uniform < x, as the RBM draws: twice as fast as torch.bernoulli on a CPU core, same distribution
-            return (torch.rand_like(x) < x).to(x.dtype)
+            return (rand(tuple(x.shape), None, x.device) < x).to(x.dtype)
         return x
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
