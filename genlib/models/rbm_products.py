@@ -44,15 +44,20 @@ class StepProducts:
     def down(self, h: Tensor, bias: Tensor) -> Tensor:
         return (h.to(torch.bfloat16) @ self.w.T).float() + bias if self.low else torch.addmm(bias, h, self.w.T)
 
-    def outer_into(self, grad: Tensor, a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor],
-                   scale: tuple[float, float]) -> Tensor:
-        """grad (V, H) float32 <- [a0; a1]^T [scale0 * b0; scale1 * b1], for a_i (B_i, V) and b_i (B_i, H),
-        as one product over the stacked rows; returns grad."""
-        n0, rows = a[0].shape[0], a[0].shape[0] + a[1].shape[0]
-        sa = self._buffer("a", (rows, a[0].shape[1]), grad.device)
-        sb = self._buffer("b", (rows, b[0].shape[1]), grad.device)
-        sa[:n0].copy_(a[0]), sa[n0:].copy_(a[1])
-        torch.mul(b[0], scale[0], out=sb[:n0]), torch.mul(b[1], scale[1], out=sb[n0:])
+    def stacked_rows(self, n: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The gradient's left operand, (2n, width) float32, as two (n, width) views: the negative phase's
+        rows and the data's. The step writes v_k and v_0 straight into them (no copy before the product)."""
+        a = self._buffer("rows", (2 * n, width), device, torch.float32)
+        return a[:n], a[n:]
+
+    def outer_into(self, grad: Tensor, b: tuple[Tensor, Tensor], scale: tuple[float, float]) -> Tensor:
+        """grad (V, H) float32 <- A^T [scale0 * b0; scale1 * b1], for A the (2n, V) rows of the last
+        :meth:`stacked_rows` and b_i (n, H), as one product; returns grad."""
+        a = self._buffers["rows"]
+        n = a.shape[0] // 2
+        sb = self._buffer("b", (2 * n, b[0].shape[1]), grad.device)
+        torch.mul(b[0], scale[0], out=sb[:n]), torch.mul(b[1], scale[1], out=sb[n:])
         if not self.low:
-            return torch.mm(sa.T, sb, out=grad)
-        return grad.copy_(torch.mm(sa.T, sb, out=self._buffer("outer", tuple(grad.shape), grad.device)))
+            return torch.mm(a.T, sb, out=grad)
+        low = self._buffer("a", tuple(a.shape), grad.device).copy_(a)
+        return grad.copy_(torch.mm(low.T, sb, out=self._buffer("outer", tuple(grad.shape), grad.device)))
