@@ -20,11 +20,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.common import synchronize
+from genlib.models.flops import matmul_flops
 
 _aten = torch.ops.aten
-# Keyed by the op, every overload counted: the RBM writes its gradient's product with ``out=`` (aten.mm.out),
-# which a table of the ``.default`` overloads alone missed (its fractions read 34-42% instead of 56-69%).
-MATMULS = {_aten.mm: (0, 1), _aten.addmm: (1, 2), _aten.bmm: (0, 1)}
 CONVOLUTIONS = {_aten.convolution.default, _aten.convolution_backward.default, _aten.cudnn_convolution.default}
 
 
@@ -42,13 +40,6 @@ def _layout(t: Any) -> tuple[tuple[int, ...], tuple[int, ...], torch.dtype] | No
     return (tuple(t.shape), tuple(t.stride()), t.dtype) if isinstance(t, torch.Tensor) else None
 
 
-def _flops(op: Any, args: tuple[Any, ...]) -> int:
-    a, b = (args[i] for i in MATMULS[op.overloadpacket])
-    batch = a.shape[0] if a.dim() == 3 else 1
-    m, k = a.shape[-2:]
-    return 2 * batch * int(m) * int(k) * int(b.shape[-1])
-
-
 class _Recorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
@@ -56,9 +47,12 @@ class _Recorder(TorchDispatchMode):
         self.convolutions = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        if func.overloadpacket in MATMULS:
+        # Every overload counts: the RBM writes its gradient's product with ``out=`` (aten.mm.out), which a
+        # table of the ``.default`` overloads alone missed (its fractions read 34-42% instead of 56-69%).
+        flops = matmul_flops(func, args)
+        if flops is not None:
             out = (kwargs or {}).get("out")
-            self.products.append(Product(func, tuple(map(_layout, args)), _flops(func, args), _layout(out)))
+            self.products.append(Product(func, tuple(map(_layout, args)), flops, _layout(out)))
         elif func in CONVOLUTIONS:
             self.convolutions += 1
         return func(*args, **(kwargs or {}))

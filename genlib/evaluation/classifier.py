@@ -167,9 +167,6 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor, *, device: torch.device, batc
     return float((pred.long() == y.cpu()).float().mean())
 
 
-default_cache_root = cache_root  # ``$GENLIB_CACHE_DIR`` or ``~/.cache/genlib``
-
-
 def _cache_path(data: Any, config: ClassifierConfig, epochs: int, seed: int, cache_dir: str | Path | None) -> Path:
     key = json.dumps(
         {"format": CACHE_FORMAT, "digest": data.digest, "config": config.model_dump(mode="json"), "epochs": epochs,
@@ -177,7 +174,7 @@ def _cache_path(data: Any, config: ClassifierConfig, epochs: int, seed: int, cac
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     label = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(getattr(data, "name", "data")))[:40]
     return root / "feature_classifier" / f"{label}-{digest}.pt"
 

@@ -54,6 +54,12 @@ _COUNTS: dict[Any, Callable[[tuple[Any, ...]], int]] = {
 }
 
 
+def matmul_flops(func: Any, args: tuple[Any, ...]) -> int | None:
+    """FLOPs of a dispatched mm, addmm, bmm or baddbmm call (any overload), else None."""
+    count = _COUNTS.get(func.overloadpacket)
+    return count(args) if count is not None else None
+
+
 class FlopCounter(TorchDispatchMode):
     """``with FlopCounter() as c: ...`` then ``c.flops``: the FLOPs of the mm, addmm, bmm, baddbmm and
     convolution calls made inside (forward only unless a backward runs inside too)."""
@@ -70,9 +76,9 @@ class FlopCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        count = _COUNTS.get(func.overloadpacket)
-        if count is not None:
-            self.flops += count(args)
+        flops = matmul_flops(func, args)
+        if flops is not None:
+            self.flops += flops
         elif func is aten.convolution.default:
             self.flops += _convolution(args, out)
         return out

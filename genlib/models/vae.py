@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, rand, randn
+from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, bernoulli, rand, randn
 from genlib.models.layers import ConvDecoder, ConvEncoder, mlp
 from genlib.models.registry import register_model
 
@@ -191,9 +191,7 @@ class VAE(GenerativeModel):
     def prepare_input(self, x: Tensor) -> Tensor:
         """Dynamic binarisation when configured (fresh Bernoulli draw each call)."""
         if self.config.binarize and self.training:
-            # uniform < x written as floats, as the RBM draws (genlib/models/rbm.py): same distribution as
-            # torch.bernoulli, a fraction of its time and of a bool result's conversion on a CPU core
-            return torch.lt(rand(tuple(x.shape), None, x.device), x, out=torch.empty_like(x))
+            return bernoulli(x)
         return x
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> VAEOutput:
