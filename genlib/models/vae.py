@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from typing import Literal
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, bernoulli, rand, randn
 from genlib.models.layers import ConvDecoder, ConvEncoder, mlp
 from genlib.models.registry import register_model
+from genlib.models.vae_step import elbo_step_applies, elbo_step, usable_now
 
 
 class VAEConfig(ModelConfig):
@@ -87,6 +89,7 @@ class VAE(GenerativeModel):
         else:
             self.encoder = nn.Sequential(mlp([config.input_dim + cond, *config.hidden_dims, 2 * k], act))
             self.decoder = mlp([k + cond, *reversed(config.hidden_dims), config.input_dim], act)
+        self._elbo_step_applies = elbo_step_applies(self)
         m = config.prior_components
         if config.prior == "mog":
             # Means spread like draws of N(0, I), so the components start apart and the KL starts finite.
@@ -208,6 +211,17 @@ class VAE(GenerativeModel):
         recon = -self.log_px_given_z(self.decode_logits(z, y), x).mean()
         kl = self.kl_term(mu, logvar, z).mean()
         return VAEOutput(loss=recon + self.config.beta * kl, recon=recon, kl=kl)
+
+    def training_step(
+        self, x: Tensor, y: Tensor, optimizers: dict[str, torch.optim.Optimizer], autocast: AbstractContextManager
+    ) -> VAEOutput:
+        """One Adam step on the negative ELBO: its gradient written out (genlib/models/vae_step.py) for the
+        MLP model with the normal prior outside autocast, autograd through :meth:`loss` otherwise."""
+        with autocast:
+            autocast_on = torch.is_autocast_enabled(x.device.type)
+        if self._elbo_step_applies and not autocast_on and usable_now(self):
+            return elbo_step(self, x, y if self.conditional else None, optimizers["model"])
+        return super().training_step(x, y, optimizers, autocast)
 
     def iwae_loss(self, x: Tensor, y: Tensor | None, k: int) -> VAEOutput:
         """Negative IWAE bound -log (1/k) sum_i w_i, mean over the batch x (B, C, H, W), with gradients."""
