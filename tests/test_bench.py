@@ -178,6 +178,9 @@ def test_peers_compares_every_library_on_the_same_data_and_scores_them_with_genl
         for r in part["speedups"]:
             assert len(r["paired"]) == 2 and r["min"] <= r["median"] <= r["max"]
             assert math.isfinite(r["quality_genlib"]) and math.isfinite(r["quality_peer"])
+            # The products-only floor was measured in both repeats: a ceiling and genlib's share of it.
+            assert r["ceiling"]["median"] > 0 and 0 < r["products_share"]["median"] < 2
+            assert r["products_s_per_epoch"]["min"] > 0
         assert part["unmatched"]
     # Every library's weights went through genlib's estimators: finite, and a log-likelihood bound is negative.
     vae_q = report["vae"]["sides"]["pythae"]["quality_last_repeat"]
@@ -185,6 +188,7 @@ def test_peers_compares_every_library_on_the_same_data_and_scores_them_with_genl
     assert all(s["quality_last_repeat"]["pl_exact"] < 0 for s in report["rbm"]["sides"].values())
     text = doc.read_text()
     assert "kept text" in text and peers.PEERS_BEGIN in text and "pythae" in text and "learnergy" in text
+    assert "ceiling (genlib's products alone)" in text
     json.loads((tmp_path / "peers.json").read_text())
 
 

@@ -62,6 +62,40 @@ class Side:
     label: str
     fit: Callable[[int], Fit]
     genlib: bool = False
+    # genlib sides: () -> (the matrix products of one training step, steps per epoch), for the floor below.
+    products: Callable[[], tuple[list[Any], int]] | None = None
+
+
+def step_products_of(model: Any, x: Tensor, y: Tensor, batch_size: int) -> Callable[[], tuple[list[Any], int]]:
+    """The ``products`` of a genlib side: one training step of ``model`` (a copy is stepped) on the first batch,
+    recorded by bench.throughput.limit, with the number of steps an epoch over x (N, C, H, W) takes."""
+    from bench.throughput.limit import step_products
+    from genlib.training.loop import num_batches
+
+    cache: list[tuple[list[Any], int]] = []
+
+    def products() -> tuple[list[Any], int]:
+        if not cache:
+            import copy
+
+            m = copy.deepcopy(model)
+            found, why = step_products(m, m.configure_optimizers(), x[:batch_size], y[:batch_size], torch.device("cpu"))
+            if why:
+                raise RuntimeError(f"no product floor for {model.name}: {why}")
+            cache.append((found, num_batches(x.shape[0], batch_size)))
+        return cache[0]
+
+    return products
+
+
+def products_seconds_per_epoch(side: Side) -> float:
+    """How long an epoch of ``side``'s step would take if it did nothing but its matrix products, at the rate
+    torch reaches replaying exactly those products back to back now (the same kernels, same shapes)."""
+    from bench.throughput.limit import matmul_rate
+
+    products, steps = side.products()  # type: ignore[misc]
+    rate = matmul_rate(products, torch.device("cpu"), target_s=0.3)
+    return sum(p.flops for p in products) * steps / (rate * 1e9)
 
 
 def timed_fit(fn: Callable[[], tuple[list[float], Any]]) -> Fit:
@@ -89,17 +123,23 @@ def genlib_fit(model: Any, x: Tensor, y: Tensor, *, epochs: int, batch_size: int
     return timed_fit(run)
 
 
-def interleave(sides: Sequence[Side], repeats: int, log: Callable[[str], None]) -> dict[str, list[Fit]]:
+def interleave(sides: Sequence[Side], repeats: int, log: Callable[[str], None]) -> tuple[dict[str, list[Fit]], dict[str, list[float]]]:
     """Every side once per repeat, the order rotating between repeats so that load from other processes
-    falls on every side alike."""
+    falls on every side alike. Returns the fits and, per genlib side with ``products``, the products-only
+    seconds per epoch measured in each repeat (after its fits, so under the same load)."""
     fits: dict[str, list[Fit]] = {s.key: [] for s in sides}
+    floors: dict[str, list[float]] = {s.key: [] for s in sides if s.products is not None}
     for rep in range(repeats):
         shift = rep % len(sides)
         for side in list(sides[shift:]) + list(sides[:shift]):
             fit = side.fit(rep)
             fits[side.key].append(fit)
             log(f"  repeat {rep + 1}/{repeats} {side.label}: {fit.seconds:.2f} s")
-    return fits
+        for side in sides:
+            if side.products is not None:
+                floors[side.key].append(products_seconds_per_epoch(side))
+                log(f"  repeat {rep + 1}/{repeats} {side.label}, its products alone: {floors[side.key][-1]:.2f} s/epoch")
+    return fits, floors
 
 
 def spread(values: Sequence[float]) -> dict[str, float | None]:
@@ -124,8 +164,20 @@ def speed_table(fits: dict[str, list[Fit]], sides: Sequence[Side], epochs: int) 
     return out
 
 
-def speedup(fits: dict[str, list[Fit]], genlib_key: str, peer_key: str) -> dict[str, Any]:
+def speedup(fits: dict[str, list[Fit]], genlib_key: str, peer_key: str, epochs: int,
+            floors: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """How many times faster genlib is than the peer: the peer's seconds over genlib's, repeat by repeat
-    (both ran in the same repeat, so they saw similar load); median and range of those paired ratios."""
+    (both ran in the same repeat, so they saw similar load); median and range of those paired ratios.
+
+    With the genlib side's products-only epochs (``floors``): ``ceiling``, the speed-up a step that did
+    nothing but genlib's matrix products at torch's replay rate would reach over the peer (no implementation
+    of these products on these kernels gets past it), and ``products_share``, the part of genlib's own epoch
+    those products take."""
     paired = [ratio(p.seconds, g.seconds) for g, p in zip(fits[genlib_key], fits[peer_key])]
-    return {"genlib": genlib_key, "peer": peer_key, "paired": paired, **spread(paired)}
+    out = {"genlib": genlib_key, "peer": peer_key, "paired": paired, **spread(paired)}
+    floor = (floors or {}).get(genlib_key)
+    if floor:
+        out["ceiling"] = spread([ratio(p.seconds / epochs, f) for p, f in zip(fits[peer_key], floor)])
+        out["products_share"] = spread([f / (g.seconds / epochs) for g, f in zip(fits[genlib_key], floor)])
+        out["products_s_per_epoch"] = spread(floor)
+    return out

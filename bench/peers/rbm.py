@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.peers.common import Fit, PeerData, Side, genlib_fit, timed_fit
+from bench.peers.common import Fit, PeerData, Side, genlib_fit, step_products_of, timed_fit
 from genlib.models import get_model
 from genlib.spec import resolve_spec
 
@@ -102,14 +102,18 @@ def sides(data: PeerData, epochs: int, seed: int, hidden: int = 500, lr: float =
 
         return timed_fit(run)
 
+    def products(config: Any) -> Any:
+        return step_products_of(initial(config, 0), x, y, BATCH)
+
     return [
-        Side("genlib_cd1", "genlib rbm CD-1", genlib_side(cd), genlib=True),
+        Side("genlib_cd1", "genlib rbm CD-1", genlib_side(cd), genlib=True, products=products(cd)),
         Side("learnergy_cd1", "learnergy 2.0.2 RBM CD-1", fit_learnergy),
-        Side("genlib_pcd1", "genlib rbm PCD-1", genlib_side(pcd), genlib=True),
+        Side("genlib_pcd1", "genlib rbm PCD-1", genlib_side(pcd), genlib=True, products=products(pcd)),
         Side("sklearn_pcd1", f"scikit-learn BernoulliRBM PCD-1", fit_sklearn),
         # Not equal precision: bfloat16 products (float32 accumulation and weights) against scikit-learn's
         # float32; the quality column says whether it costs anything.
-        Side("genlib_pcd1_bf16", "genlib rbm PCD-1, bfloat16 products", genlib_side(pcd_bf16), genlib=True),
+        Side("genlib_pcd1_bf16", "genlib rbm PCD-1, bfloat16 products", genlib_side(pcd_bf16), genlib=True,
+             products=products(pcd_bf16)),
     ]
 
 

@@ -65,9 +65,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         sides = {**(vae or {}).get("sides", {}), **(rbm or {}).get("sides", {})}
         rows = [{"genlib": sides[r["genlib"]]["label"], "vs": sides[r["peer"]]["label"], "speed-up, median (range of paired repeats)":
                  _range(r, unit="x"), "goal": f">= {r['goal']:g}x" if r["goal"] else "-",
+                 "ceiling (genlib's products alone)": _range(r["ceiling"], unit="x") if r.get("ceiling") else "-",
+                 "products' share of genlib's epoch": _range(r["products_share"]) if r.get("products_share") else "-",
                  f"quality genlib / peer": f"{_num(r['quality_genlib'])} / {_num(r['quality_peer'])} ({r['quality_key']})",
                  "verdict": _verdict(r)} for r in ratios]
-        lines += ["### Speed-ups", "", format_table(rows, style="markdown"), ""]
+        lines += ["### Speed-ups", "", format_table(rows, style="markdown"), "",
+                  "The ceiling is the peer's epoch over the time genlib's step would take if it did nothing but its "
+                  "matrix products, replayed with torch alone at the same shapes after each repeat's fits (the "
+                  "same kernels under the same load): no implementation of genlib's algorithm on these kernels, "
+                  "at this precision, gets past it. The share is the part of genlib's own epoch those products take.",
+                  ""]
     for title, part in parts.items():
         if part:
             lines += [f"Settings that could not be matched ({title}):", ""]

@@ -27,7 +27,7 @@ def compare(
 ) -> dict[str, Any]:
     """Fit every side ``repeats`` times (interleaved), score each fit with ``cheap_score`` and the last
     repeat's models with ``full_score``; ``quality_key`` (higher is better) decides the quality verdict."""
-    fits: dict[str, list[Fit]] = interleave(sides, repeats, log)
+    fits, floors = interleave(sides, repeats, log)
     speed = speed_table(fits, sides, epochs)
     for side in sides:
         cheap = [cheap_score(f.genlib_model) for f in fits[side.key]]
@@ -37,7 +37,7 @@ def compare(
         log(f"  {side.label}: {speed[side.key]['s_per_epoch']['median']:.2f} s/epoch, {speed[side.key]['quality_last_repeat']}")
     ratios = []
     for genlib_key, peer_key in pairs:
-        r = speedup(fits, genlib_key, peer_key)
+        r = speedup(fits, genlib_key, peer_key, epochs, floors)
         g = speed[genlib_key]["quality_last_repeat"].get(quality_key)
         p = speed[peer_key]["quality_last_repeat"].get(quality_key)
         goal = GOALS.get(peer_key)

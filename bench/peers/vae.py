@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.peers.common import Fit, PeerData, Side, genlib_fit, timed_fit
+from bench.peers.common import Fit, PeerData, Side, genlib_fit, step_products_of, timed_fit
 from genlib.evaluation.likelihood import iwae_log_likelihood, vae_elbo
 from genlib.evaluation._utils import seeded
 from genlib.models import get_model
@@ -35,6 +35,8 @@ UNMATCHED = [
     "pythae's trainer reads loss.item() every batch (a NaN check) and saves the final model to disk; "
     "genlib syncs once per epoch and saves nothing here",
     "shuffling: each library shuffles with its own RNG",
+    "gradient: genlib's MLP VAE step writes the ELBO's gradient out (genlib/models/vae_step.py, checked against "
+    "autograd's in its tests); pythae runs autograd (part of what is measured)",
 ]
 
 
@@ -156,7 +158,9 @@ def sides(data: PeerData, epochs: int, seed: int) -> list[Side]:
 
             return timed_fit(run)
 
-    return [Side("genlib", "genlib vae", fit_genlib, genlib=True), Side("pythae", "pythae 0.1.2 VAE", fit_pythae)]
+    products = step_products_of(initial(0), data.train, torch.zeros(data.train.shape[0], dtype=torch.long), BATCH)
+    return [Side("genlib", "genlib vae", fit_genlib, genlib=True, products=products),
+            Side("pythae", "pythae 0.1.2 VAE", fit_pythae)]
 
 
 def score(model: Any, test: Tensor, *, iwae_k: int, iwae_images: int, seed: int) -> dict[str, float]:
