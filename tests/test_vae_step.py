@@ -56,6 +56,9 @@ CASES = [
     dict(name="vae", activation="relu", decoder="bernoulli", beta=0.25, binarize=True),
     dict(name="cvae", activation="tanh", decoder="bernoulli"),
     dict(name="cvae", activation="relu", decoder="gaussian", beta=2.0),
+    dict(name="vae", activation="relu", decoder="bernoulli", prior="mog", prior_components=4),
+    dict(name="vae", activation="tanh", decoder="gaussian", prior="mog", prior_components=3, beta=0.5),
+    dict(name="cvae", activation="relu", decoder="bernoulli", prior="mog", prior_components=5),
 ]
 
 
@@ -90,8 +93,22 @@ def test_no_gradient_flows_through_a_clamped_log_variance():
         assert torch.allclose(w, a, rtol=1e-4, atol=1e-6)
 
 
-def test_training_through_either_path_gives_the_same_model():
-    written = _model()
+def test_no_gradient_flows_through_a_clamped_prior_log_variance():
+    model = _model(prior="mog", prior_components=3)
+    with torch.no_grad():
+        model.prior_logvars[0, 1], model.prior_logvars[2, 0] = 25.0, -35.0  # past the clamp at 20 and at -30
+    x, y = _batch()
+    _, auto = _autograd_gradients(model, x, y)
+    _, written = _written_gradients(model, x, y)
+    grad = dict(zip([n for n, _ in model.named_parameters()], written))["prior_logvars"]
+    assert grad[0, 1] == 0 and grad[2, 0] == 0 and grad.abs().sum() > 0
+    for a, w in zip(auto, written):
+        assert torch.allclose(w, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("prior", ["normal", "mog"])
+def test_training_through_either_path_gives_the_same_model(prior):
+    written = _model(prior=prior)
     auto = copy.deepcopy(written)
     opt_w, opt_a = written.configure_optimizers(), auto.configure_optimizers()
     x, y = _batch(32)
@@ -102,10 +119,10 @@ def test_training_through_either_path_gives_the_same_model():
         GenerativeModel.training_step(auto, x, y, opt_a, nullcontext())  # the autograd step
     for (name, a), w in zip(auto.named_parameters(), written.parameters()):
         assert torch.allclose(w, a, rtol=1e-4, atol=1e-5), name
-    assert not torch.equal(written.decoder[0].weight, _model().decoder[0].weight)  # it trained
+    assert not torch.equal(written.decoder[0].weight, _model(prior=prior).decoder[0].weight)  # it trained
 
 
-@pytest.mark.parametrize("overrides", [dict(encoder="conv", channels=(2, 2)), dict(prior="mog"), dict(iwae_k=3)])
+@pytest.mark.parametrize("overrides", [dict(encoder="conv", channels=(2, 2)), dict(prior="vamp"), dict(iwae_k=3)])
 def test_other_configurations_train_through_autograd(overrides, monkeypatch):
     import genlib.models.vae as vae_module
 

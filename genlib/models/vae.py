@@ -216,7 +216,7 @@ class VAE(GenerativeModel):
         self, x: Tensor, y: Tensor, optimizers: dict[str, torch.optim.Optimizer], autocast: AbstractContextManager
     ) -> VAEOutput:
         """One Adam step on the negative ELBO: its gradient written out (genlib/models/vae_step.py) for the
-        MLP model with the normal prior outside autocast, autograd through :meth:`loss` otherwise."""
+        MLP model with the normal or mixture prior outside autocast, autograd through :meth:`loss` otherwise."""
         with autocast:
             autocast_on = torch.is_autocast_enabled(x.device.type)
         if self._elbo_step_applies and not autocast_on and usable_now(self):

@@ -1,15 +1,15 @@
 """The MLP VAE's training step with the negative ELBO's gradient written out, without autograd.
 
-For the plain VAE (MLP encoder and decoder, N(0, I) prior, one posterior draw) the gradient of
-recon + beta * KL is a chain of matrix products and elementwise factors that fits on a page. Writing it
-out runs the same seventeen products as autograd at 784-200-200-50 but skips autograd's graph, its
-per-op bookkeeping and its temporaries: on one CPU thread at batch 100 the step is 1.1-1.3x faster
-(docs/benchmarks.md, "VAE step"). tests/test_vae_step.py checks the gradient against autograd's for
-every configuration this step takes; every other configuration (conv encoder, mixture or VampPrior,
-IWAE objective, autocast, frozen or non-float32 parameters) trains through autograd.
+For the VAE with MLP encoder and decoder, the N(0, I) or mixture-of-Gaussians prior and one posterior
+draw, the gradient of recon + beta * KL is a chain of matrix products and elementwise factors that fits
+on a page. Writing it out runs the same matrix products as autograd (seventeen at 784-200-200-50) but
+skips autograd's graph, its per-op bookkeeping and its temporaries (measured by ``python -m
+bench.vae_step``, docs/benchmarks.md). tests/test_vae_step.py checks the gradient against autograd's for
+every configuration this step takes; the others (conv encoder, VampPrior, IWAE objective, autocast,
+frozen or non-float32 parameters) train through autograd.
 
 Shapes: x (B, C, H, W); encoder input u = [x_flat, onehot] (B, D + c); posterior mean and log-variance
-(B, K); decoder input [z, onehot] (B, K + c); logits (B, D).
+(B, K); decoder input [z, onehot] (B, K + c); logits (B, D); prior components (M, K).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 def elbo_step_applies(model: Any) -> bool:
     """True when ``model``'s configuration is one :func:`elbo_step` computes exactly."""
     cfg = model.config
-    return cfg.encoder == "mlp" and cfg.prior == "normal" and cfg.iwae_k == 1
+    return cfg.encoder == "mlp" and cfg.prior in ("normal", "mog") and cfg.iwae_k == 1
 
 
 def usable_now(model: nn.Module) -> bool:
@@ -78,6 +78,38 @@ def _backward(layers: list[nn.Linear], inputs: list[Tensor], d: Tensor, activati
     return None
 
 
+def _normal_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, None]:
+    """KL(q || N(0, I)) in closed form, mean over the batch, and its derivatives in mu and logvar (B, K)."""
+    var = torch.exp(logvar)
+    kl = 0.5 * (mu.pow(2) + var - 1.0 - logvar).sum() / n
+    return kl, mu / n, (var - 1.0).mul_(0.5 / n), None
+
+
+def _mixture_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tuple[Tensor, None, Tensor, Tensor]:
+    """The mixture prior's KL estimate log q(z | x) - log p(z) at the draw z, mean over the batch.
+
+    Returns it with d/d logvar of log q (-1/2 per latent: log q at z = mu + eps std is -(log 2 pi + logvar
+    + eps^2) / 2, free of mu), d/dz of -log p(z) (B, K), and writes the gradients of the prior's means and
+    log-variances (M, K). With r (B, M) the components' responsibilities for each z and u = (z - m) / var:
+    d(-log p)/dz = sum_c r_c u_c, d/dm_c = -sum_b r_c u_c, d/ds_c = sum_b r_c (1 - (z - m_c) u_c) / 2.
+    """
+    means, raw_logvars = model.prior_means, model.prior_logvars
+    s = raw_logvars.clamp(LOGVAR_MIN, LOGVAR_MAX)
+    diff = z.unsqueeze(1) - means  # (B, M, K)
+    u = diff * torch.exp(-s)
+    per_component = -0.5 * (math.log(2 * math.pi) + s + diff * u).sum(-1)  # (B, M)
+    log_p = torch.logsumexp(per_component, 1) - math.log(means.shape[0])
+    log_q = -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / torch.exp(logvar)).sum(-1)
+    kl = (log_q - log_p).sum() / n
+    r = torch.softmax(per_component, 1).unsqueeze(-1).div_(n)  # (B, M, 1), the batch mean's 1/n folded in
+    ru = r * u
+    beta = model.config.beta
+    means.grad = ru.sum(0).mul_(-beta)
+    d_s = (r * (1.0 - diff * u)).sum(0).mul_(0.5 * beta)
+    raw_logvars.grad = d_s.mul_((raw_logvars >= LOGVAR_MIN) & (raw_logvars <= LOGVAR_MAX))
+    return kl, None, torch.full_like(logvar, -0.5 / n), ru.sum(1)
+
+
 @torch.no_grad()
 def elbo_step(model: Any, x: Tensor, y: Tensor | None, optimizer: torch.optim.Optimizer) -> VAEOutput:
     """One optimisation step of the negative ELBO per image, mean over the batch x (B, C, H, W).
@@ -113,16 +145,18 @@ def elbo_step(model: Any, x: Tensor, y: Tensor | None, optimizer: torch.optim.Op
         const = x.shape[1] * (math.log(s) + 0.5 * math.log(2 * math.pi))
         recon = 0.5 * resid.pow(2).sum() / (s * s * n) + const
         d_logits = resid.div_(s * s * n)
-    var = torch.exp(logvar)
-    kl = 0.5 * (mu.pow(2) + var - 1.0 - logvar).sum() / n
+    kl, d_mu_kl, d_lv_kl, d_z_kl = (_normal_kl if cfg.prior == "normal" else _mixture_kl)(model, mu, logvar, z, n)
 
     d_zin = _backward(dec, dec_inputs, d_logits, act, need_input=True)
     d_z = d_zin[:, :k]
+    if d_z_kl is not None:
+        d_z = d_z + d_z_kl * beta
     d_h = torch.empty_like(h)
-    # d/d mu = d_z + beta mu / n; d/d logvar = 0.5 (d_z eps std + beta (exp(logvar) - 1) / n) inside the clamp.
-    torch.add(d_z, mu, alpha=beta / n, out=d_h[:, :k])
+    # z = mu + eps exp(logvar / 2): d/d mu = d_z + the KL's own; d/d logvar = d_z eps std / 2 + the KL's own,
+    # inside the clamp only.
+    torch.add(d_z, d_mu_kl, alpha=beta, out=d_h[:, :k]) if d_mu_kl is not None else d_h[:, :k].copy_(d_z)
     d_lv = d_h[:, k:]
-    torch.mul(d_z, eps, out=d_lv).mul_(std).add_(var - 1.0, alpha=beta / n).mul_(0.5)
+    torch.mul(d_z, eps, out=d_lv).mul_(std).mul_(0.5).add_(d_lv_kl, alpha=beta)
     d_lv.mul_((raw_logvar >= LOGVAR_MIN) & (raw_logvar <= LOGVAR_MAX))
     _backward(enc, enc_inputs, d_h, act, need_input=False)
     optimizer.step()
