@@ -67,7 +67,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                  _range(r, unit="x"), "goal": f">= {r['goal']:g}x" if r["goal"] else "-",
                  "ceiling (genlib's products alone)": _range(r["ceiling"], unit="x") if r.get("ceiling") else "-",
                  "products' share of genlib's epoch": _range(r["products_share"]) if r.get("products_share") else "-",
-                 f"quality genlib / peer": f"{_num(r['quality_genlib'])} / {_num(r['quality_peer'])} ({r['quality_key']})",
+                 f"quality genlib / peer": f"{_num(r['quality_genlib'])} / {_num(r['quality_peer'])} ({r['quality_key']}, {r.get('quality_basis', 'last repeat')})",
                  "verdict": _verdict(r)} for r in ratios]
         lines += ["### Speed-ups", "", format_table(rows, style="markdown"), "",
                   "The ceiling is the peer's epoch over the time genlib's step would take if it did nothing but its "

@@ -38,12 +38,19 @@ def compare(
     ratios = []
     for genlib_key, peer_key in pairs:
         r = speedup(fits, genlib_key, peer_key, epochs, floors)
-        g = speed[genlib_key]["quality_last_repeat"].get(quality_key)
-        p = speed[peer_key]["quality_last_repeat"].get(quality_key)
+        # The verdict compares medians over every repeat where the per-repeat score has the key (one repeat's
+        # score moves by a nat or more between repeats of the same code), else the last repeat's full score.
+        if quality_key in speed[genlib_key]["quality"]:
+            g, p = (speed[k]["quality"][quality_key]["median"] for k in (genlib_key, peer_key))
+            basis = f"median of {repeats} repeats"
+        else:
+            g, p = (speed[k]["quality_last_repeat"].get(quality_key) for k in (genlib_key, peer_key))
+            basis = "last repeat"
         goal = GOALS.get(peer_key)
         r.update(
             goal=goal,
             quality_key=quality_key,
+            quality_basis=basis,
             quality_genlib=g,
             quality_peer=p,
             quality_ok=None if g is None or p is None else g >= p - QUALITY_TOLERANCE,

@@ -35,7 +35,17 @@ def elbo_step_applies(model: Any) -> bool:
 
 def usable_now(model: nn.Module) -> bool:
     """The per-step conditions: every parameter trainable and float32 (the step writes float32 gradients)."""
-    return all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    return all(p.requires_grad and p.dtype == torch.float32 for p in _parts(model)[2])
+
+
+def _parts(model: Any) -> tuple[list[nn.Linear], list[nn.Linear], list[Tensor]]:
+    """The encoder's and decoder's linear layers and every parameter, found once per model: walking the
+    module tree every step cost 0.15 ms of a 1 ms batch-1 step (cProfile)."""
+    parts = model.__dict__.get("_elbo_step_parts")
+    if parts is None:
+        parts = model.__dict__["_elbo_step_parts"] = (_linears(model.encoder), _linears(model.decoder),
+                                                       list(model.parameters()))
+    return parts
 
 
 def _linears(module: nn.Module) -> list[nn.Linear]:
@@ -122,7 +132,7 @@ def elbo_step(model: Any, x: Tensor, y: Tensor | None, optimizer: torch.optim.Op
     x = model.prepare_input(x.float()).flatten(1)
     n = x.shape[0]
     onehot = model._one_hot(y, n)
-    enc, dec = _linears(model.encoder), _linears(model.decoder)
+    enc, dec, _ = _parts(model)
 
     u = x if onehot is None else torch.cat([x, onehot], 1)
     h, enc_inputs = _forward(enc, u, act)
