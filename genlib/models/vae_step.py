@@ -99,8 +99,8 @@ def _mixture_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tu
     """The mixture prior's KL estimate log q(z | x) - log p(z) at the draw z, mean over the batch.
 
     Returns it with d/d logvar of log q (-1/2 per latent: log q at z = mu + eps std is -(log 2 pi + logvar
-    + eps^2) / 2, free of mu), d/dz of -log p(z) (B, K), and writes the gradients of the prior's means and
-    log-variances (M, K). With r (B, M) the components' responsibilities for each z and u = (z - m) / var:
+    + eps^2) / 2, free of mu) and d/dz of -log p(z) (B, K), both without beta (the caller scales them), and
+    writes the gradients of the prior's means and log-variances (M, K), beta included (their only term). With r (B, M) the components' responsibilities for each z and u = (z - m) / var:
     d(-log p)/dz = sum_c r_c u_c, d/dm_c = -sum_b r_c u_c, d/ds_c = sum_b r_c (1 - (z - m_c) u_c) / 2.
     """
     means, raw_logvars = model.prior_means, model.prior_logvars
