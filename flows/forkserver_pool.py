@@ -16,36 +16,14 @@ runs tasks through it in a flow, so a Prefect upgrade that changes these interna
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, _initialize_process_pool_worker
 
-# What the workers' warm-up and jobs import (found by diffing sys.modules before and after them):
-# torch.optim's first optimizer imports torch._dynamo (with sympy: about 2.8 s); opening the sqlite
-# tracking store imports MLflow's SQLAlchemy stores with Alembic and SQLAlchemy's dialects (1-1.5 s; each
-# warming worker spent it while the pipeline waited for its first job); the evaluation imports MLflow's
-# pyfunc flavour and scikit-learn's estimators.
-PRELOAD = ("flows.pipeline", "flows.train", "flows.evaluate", "flows.local_pool", "torch._dynamo",
-           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-           "genlib.tracking.pyfunc", "genlib.evaluation", "sklearn.linear_model", "sklearn.decomposition",
-           "sklearn.cluster", "sklearn.pipeline", "sklearn.preprocessing", "torchvision.utils")
-
-
-def available() -> bool:
-    """True where multiprocessing can start a fork server (Linux and macOS, not Windows)."""
-    return "forkserver" in multiprocessing.get_all_start_methods()
-
-
-def _context() -> Any:
-    """multiprocessing's fork-server context, its server told to preload ``PRELOAD`` (per parent process: the
-    server starts at its first use and serves every pool after it)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
-    return ctx
-
+# The fork server itself lives in flows.forkserver, which imports no prefect: the CLI starts it first thing.
+from flows.forkserver import PRELOAD, _context, available, start_fork_server  # noqa: F401 - re-exported
 
 class ForkserverTaskRunner(ProcessPoolTaskRunner):
     """``ProcessPoolTaskRunner`` whose workers are forked from a server process that preloaded ``PRELOAD``."""
@@ -70,17 +48,6 @@ class ForkserverTaskRunner(ProcessPoolTaskRunner):
             self._stop_message_forwarding()
             raise
         return self
-
-
-def start_fork_server() -> None:
-    """Start the fork server now, so that its imports (about 9.5 s of one core) run beside the caller's own
-    start-up rather than after it; the workers a :class:`ForkserverTaskRunner` asks for later are forked
-    from it. A no-op where there is none and when it runs already."""
-    if available():
-        from multiprocessing import forkserver
-
-        _context()
-        forkserver.ensure_running()
 
 
 def new_runner(workers: int, initializer: Any, initargs: tuple[Any, ...]) -> ProcessPoolTaskRunner:

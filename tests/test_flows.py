@@ -428,3 +428,22 @@ def test_a_retried_training_resumes_from_its_last_checkpoint(tracking, monkeypat
     resumed = load_genlib_model(result.model_uri)
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
+
+
+def test_the_fork_server_starts_before_anything_heavy_is_imported():
+    # genlib pipeline starts it first thing: its module imports neither prefect nor torch, and the early
+    # guess says yes exactly where the pipeline will run local workers on the CPU.
+    import subprocess
+    import sys
+
+    code = "import sys, flows.forkserver; print('prefect' in sys.modules, 'torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
+        "False", "False"]
+    from flows.forkserver import likely_needed
+
+    assert likely_needed(None, True, None, "cpu", "auto", families=8) == ((__import__("os").cpu_count() or 1) > 1)
+    assert likely_needed(["ae", "vae"], False, 2, "cpu", "local", families=8)
+    assert not likely_needed(["ae"], False, 4, "cpu", "local", families=8)  # one job
+    assert not likely_needed(None, True, 1, "cpu", "auto", families=8)  # --workers 1
+    assert not likely_needed(None, True, 4, "cuda", "auto", families=8)  # one process on an accelerator
+    assert not likely_needed(None, True, 4, "cpu", "deployment", families=8)  # training on the deployment's workers

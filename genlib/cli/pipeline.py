@@ -73,6 +73,13 @@ def pipeline_command(
 
     t_start = time.perf_counter()
     home = ps.use_project_home()  # before prefect reads its settings: the run history stays in the project
+    from flows.forkserver import likely_needed, start_fork_server
+    from genlib.models.catalog import builtin_names
+
+    if likely_needed(models.split(",") if models else None, suite, workers, device, dispatch, len(builtin_names())):
+        # The workers' imports (about 11 s of one core) from the first moment, beside this process's own (4-6 s
+        # before the options are validated, while the second core idled); decided again below.
+        start_fork_server()
     from genlib.models import list_models
 
     family_list = [m.strip() for m in models.split(",") if m.strip()] if models else list_models()
@@ -102,9 +109,7 @@ def pipeline_command(
 
     local_workers = params.dispatch != "deployment" and worker_count(params, resolve_device(device)) > 1
     if local_workers:
-        from flows.forkserver_pool import start_fork_server
-
-        start_fork_server()  # the workers' imports, in a process of their own from now on
+        start_fork_server()  # a no-op when it runs already
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value() or ps.running_server(home)
