@@ -46,12 +46,20 @@ def start_fork_server() -> None:
         forkserver.ensure_running()
 
 
+def local_worker_count(jobs: int, workers: int | None, cpu: bool) -> int:
+    """Worker processes for ``jobs`` jobs: ``workers`` when given, else one per CPU core on the CPU and one on an
+    accelerator (its kernels already use the whole device), never more than there are jobs."""
+    if workers is not None:
+        return max(1, min(workers, jobs))
+    return max(1, min(os.cpu_count() or 1, jobs)) if cpu else 1
+
+
 def likely_needed(models: Sequence[str] | None, suite: bool, workers: int | None, device: str, dispatch: str,
                   families: int) -> bool:
-    """Whether ``genlib pipeline`` with these raw options will run local worker processes on the CPU, judged
-    before anything heavy is imported (``families``: how many the default selection has). A wrong yes costs a
-    fork server that nothing uses; the pipeline decides again on the validated options."""
+    """Whether ``genlib pipeline`` with these raw options will run local worker processes on the CPU, judged before
+    anything heavy is imported (``families``: how many the default selection has; "auto" counts as the CPU
+    where no GPU device node exists). A wrong yes costs a fork server that nothing uses; the pipeline decides
+    again on the validated options."""
     jobs = (len(models) if models else families) + int(suite)
-    count = workers if workers is not None else (os.cpu_count() or 1)
     cpu = device == "cpu" or (device == "auto" and not any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/kfd")))
-    return dispatch != "deployment" and cpu and min(count, jobs) > 1
+    return dispatch != "deployment" and cpu and local_worker_count(jobs, workers, cpu) > 1

@@ -25,6 +25,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, _initialize_
 # The fork server itself lives in flows.forkserver, which imports no prefect: the CLI starts it first thing.
 from flows.forkserver import PRELOAD, _context, available, start_fork_server  # noqa: F401 - re-exported
 
+
 class ForkserverTaskRunner(ProcessPoolTaskRunner):
     """``ProcessPoolTaskRunner`` whose workers are forked from a server process that preloaded ``PRELOAD``."""
 

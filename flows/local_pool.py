@@ -25,12 +25,9 @@ from genlib.evaluation.profiles import EvalProfile
 def worker_count(params: PipelineParams, device: Any) -> int:
     """``params.workers``, else one process per CPU core on the CPU and one on an accelerator (its
     kernels already use the whole device), never more than there are jobs (the families and the suite)."""
-    jobs = len(params.models) + int(params.suite)
-    if params.workers is not None:
-        return max(1, min(params.workers, jobs))
-    if device.type != "cpu":
-        return 1
-    return max(1, min(os.cpu_count() or 1, jobs))
+    from flows.forkserver import local_worker_count
+
+    return local_worker_count(len(params.models) + int(params.suite), params.workers, device.type == "cpu")
 
 
 def _init_worker(threads: int) -> None:

@@ -76,7 +76,8 @@ def pipeline_command(
     from flows.forkserver import likely_needed, start_fork_server
     from genlib.models.catalog import builtin_names
 
-    if likely_needed(models.split(",") if models else None, suite, workers, device, dispatch, len(builtin_names())):
+    named = [m for m in models.split(",") if m.strip()] if models else None
+    if likely_needed(named, suite, workers, device, dispatch, len(builtin_names())):
         # The workers' imports (about 11 s of one core) from the first moment, beside this process's own (4-6 s
         # before the options are validated, while the second core idled); decided again below.
         start_fork_server()

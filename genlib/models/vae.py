@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from genlib.models.base import GenerativeModel, ModelConfig, VAEOutput, bernoulli, rand, randn
 from genlib.models.layers import ConvDecoder, ConvEncoder, mlp
 from genlib.models.registry import register_model
-from genlib.models.vae_step import elbo_step_applies, elbo_step, usable_now
+from genlib.models.vae_step import LOGVAR_MAX, LOGVAR_MIN, elbo_step, elbo_step_applies, usable_now
 
 
 class VAEConfig(ModelConfig):
@@ -130,7 +130,7 @@ class VAE(GenerativeModel):
                 inp = torch.cat([inp, onehot.to(inp.dtype)], 1)
             h = self.encoder(inp)
         mu, logvar = h.float().chunk(2, dim=-1)
-        return mu, logvar.clamp(-30, 20)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Posterior mean, (B, latent_dim): the code used by evaluation and probes."""
@@ -154,7 +154,7 @@ class VAE(GenerativeModel):
     def prior_mixture(self) -> tuple[Tensor, Tensor]:
         """Means and log-variances of the prior's equally weighted components, each (M, latent_dim)."""
         if self.config.prior == "mog":
-            return self.prior_means.float(), self.prior_logvars.float().clamp(-30, 20)
+            return self.prior_means.float(), self.prior_logvars.float().clamp(LOGVAR_MIN, LOGVAR_MAX)
         if self.config.prior == "vamp":
             return self.encode_dist(torch.sigmoid(self.pseudo_inputs))
         zeros = torch.zeros(1, self.config.latent_dim, device=self.device)

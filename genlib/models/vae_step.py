@@ -18,12 +18,12 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlib.models.base import VAEOutput
 
-# The log-variance clamp of VAE.encode_dist: no gradient flows through a clamped value.
+# The log-variance clamp of the VAE's posterior and mixture prior (genlib/models/vae.py uses these): no
+# gradient flows through a clamped value.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 
@@ -88,17 +88,15 @@ def _backward(layers: list[nn.Linear], inputs: list[Tensor], d: Tensor, activati
     return None
 
 
-def _normal_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, None]:
-    """KL(q || N(0, I)) in closed form, mean over the batch, and its derivatives in mu and logvar (B, K)."""
-    var = torch.exp(logvar)
-    kl = 0.5 * (mu.pow(2) + var - 1.0 - logvar).sum() / n
-    return kl, mu / n, (var - 1.0).mul_(0.5 / n), None
+def _normal_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tuple[Tensor, Tensor, None]:
+    """Derivatives of the closed-form KL(q || N(0, I)), mean over the batch, in mu and logvar (B, K)."""
+    return mu / n, torch.exp(logvar).sub_(1.0).mul_(0.5 / n), None
 
 
-def _mixture_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tuple[Tensor, None, Tensor, Tensor]:
-    """The mixture prior's KL estimate log q(z | x) - log p(z) at the draw z, mean over the batch.
+def _mixture_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tuple[None, Tensor, Tensor]:
+    """Derivatives of the mixture prior's KL estimate log q(z | x) - log p(z) at the draw z, mean over the batch.
 
-    Returns it with d/d logvar of log q (-1/2 per latent: log q at z = mu + eps std is -(log 2 pi + logvar
+    Returns d/d logvar of log q (-1/2 per latent: log q at z = mu + eps std is -(log 2 pi + logvar
     + eps^2) / 2, free of mu) and d/dz of -log p(z) (B, K), both without beta (the caller scales them), and
     writes the gradients of the prior's means and log-variances (M, K), beta included (their only term). With r (B, M) the components' responsibilities for each z and u = (z - m) / var:
     d(-log p)/dz = sum_c r_c u_c, d/dm_c = -sum_b r_c u_c, d/ds_c = sum_b r_c (1 - (z - m_c) u_c) / 2.
@@ -108,16 +106,13 @@ def _mixture_kl(model: Any, mu: Tensor, logvar: Tensor, z: Tensor, n: int) -> tu
     diff = z.unsqueeze(1) - means  # (B, M, K)
     u = diff * torch.exp(-s)
     per_component = -0.5 * (math.log(2 * math.pi) + s + diff * u).sum(-1)  # (B, M)
-    log_p = torch.logsumexp(per_component, 1) - math.log(means.shape[0])
-    log_q = -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / torch.exp(logvar)).sum(-1)
-    kl = (log_q - log_p).sum() / n
     r = torch.softmax(per_component, 1).unsqueeze(-1).div_(n)  # (B, M, 1), the batch mean's 1/n folded in
     ru = r * u
     beta = model.config.beta
     means.grad = ru.sum(0).mul_(-beta)
     d_s = (r * (1.0 - diff * u)).sum(0).mul_(0.5 * beta)
     raw_logvars.grad = d_s.mul_((raw_logvars >= LOGVAR_MIN) & (raw_logvars <= LOGVAR_MAX))
-    return kl, None, torch.full_like(logvar, -0.5 / n), ru.sum(1)
+    return None, torch.full_like(logvar, -0.5 / n), ru.sum(1)
 
 
 @torch.no_grad()
@@ -144,18 +139,15 @@ def elbo_step(model: Any, x: Tensor, y: Tensor | None, optimizer: torch.optim.Op
     zin = z if onehot is None else torch.cat([z, onehot], 1)
     logits, dec_inputs = _forward(dec, zin, act)
 
-    # The loss terms, and d loss / d logits (the recon term is a mean over the batch, hence the 1/n).
+    # The loss terms by the model's own definitions; only their gradients are written out here.
+    recon = -model.log_px_given_z(logits.view(n, *cfg.image_shape), x.view(n, *cfg.image_shape)).mean()
+    kl = model.kl_term(mu, logvar, z).mean()
+    # d loss / d logits (the recon term is a mean over the batch, hence the 1/n).
     if cfg.decoder == "bernoulli":
-        # binary_cross_entropy_with_logits(l, x) = softplus(l) - x l, for any x in [0, 1].
-        recon = (F.softplus(logits).sum() - torch.dot(x.reshape(-1), logits.reshape(-1))) / n
         d_logits = torch.sigmoid(logits).sub_(x).div_(n)
     else:
-        s = cfg.decoder_sigma
-        resid = logits - x
-        const = x.shape[1] * (math.log(s) + 0.5 * math.log(2 * math.pi))
-        recon = 0.5 * resid.pow(2).sum() / (s * s * n) + const
-        d_logits = resid.div_(s * s * n)
-    kl, d_mu_kl, d_lv_kl, d_z_kl = (_normal_kl if cfg.prior == "normal" else _mixture_kl)(model, mu, logvar, z, n)
+        d_logits = (logits - x).div_(cfg.decoder_sigma**2 * n)
+    d_mu_kl, d_lv_kl, d_z_kl = (_normal_kl if cfg.prior == "normal" else _mixture_kl)(model, mu, logvar, z, n)
 
     d_zin = _backward(dec, dec_inputs, d_logits, act, need_input=True)
     d_z = d_zin[:, :k]
