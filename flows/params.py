@@ -80,6 +80,8 @@ class TrainParams(_Params):
     parent_run_id: str | None = Field(None, description="MLflow run to nest the train run under (the pipeline's)")
     retries: int = Field(TRAIN_RETRIES, ge=0, description="Prefect retries of a failed training; each resumes from "
                          "the last checkpoint")
+    retrain: bool = Field(False, description="train again even when a finished run has this config and data "
+                          "(otherwise that run is reused)")
 
     @model_validator(mode="after")
     def _spec_valid(self) -> TrainParams:
@@ -201,6 +203,8 @@ class PipelineParams(_Params):
     workers: int | None = Field(
         None, ge=1, le=64, description="in-process training: how many local processes run families (and the "
         "suite) at once; default one per CPU core on the CPU, one on an accelerator")
+    retrain: bool = Field(False, description="train every family again even when a finished run has the same "
+                          "config and data (by default such a run is reused and nothing new is registered)")
 
     @field_validator("models")
     @classmethod
@@ -236,7 +240,7 @@ class PipelineParams(_Params):
     def train_params(self, spec: RunSpec, expected_digest: str | None = None,
                      parent_run_id: str | None = None) -> TrainParams:
         return TrainParams(family=spec.family, profile=self.profile, data=self.data, device=self.device, spec=spec,
-                           expected_digest=expected_digest, parent_run_id=parent_run_id)
+                           expected_digest=expected_digest, parent_run_id=parent_run_id, retrain=self.retrain)
 
 
 class FamilySummary(_Params):

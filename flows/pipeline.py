@@ -55,8 +55,10 @@ def _first_line(err: BaseException) -> str:
 
 @task(cache_policy=NO_CACHE)
 def use_train_deployment(dispatch: str, name: str) -> bool:
-    """True when training should go to deployment ``name``: asked for, or ``auto`` with an API and the deployment."""
+    """True when training should go to deployment ``name``: asked for, or ``auto`` with an API, the deployment
+    and a worker online in its pool (a deployment left behind by a stopped stack would wait for ever)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import WorkPoolStatus
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
 
@@ -64,19 +66,26 @@ def use_train_deployment(dispatch: str, name: str) -> bool:
 
     if dispatch == "local":
         return False
-    found = False
+    found, ready, pool = False, False, None
     if PREFECT_API_URL.value():
         with get_client(sync_client=True) as client:
             try:
-                client.read_deployment_by_name(name)
-                found = True
+                deployment = client.read_deployment_by_name(name)
+                found, pool = True, deployment.work_pool_name
+                # READY: at least one worker of the pool has sent a heartbeat lately.
+                ready = pool is None or client.read_work_pool(pool).status == WorkPoolStatus.READY
             except ObjectNotFound:
                 found = False
     if dispatch == "deployment" and not found:
         raise ConfigError(f"dispatch=deployment but no deployment {name!r} on the Prefect API "
                           f"({PREFECT_API_URL.value() or 'none configured'}); run `prefect deploy --all`")
-    get_run_logger().info("training %s", f"on deployment {name}" if found else "in-process")
-    return found
+    if dispatch == "deployment":
+        return True  # asked for: its runs wait for a worker
+    use = found and ready
+    get_run_logger().info("training %s", f"on deployment {name}" if use else
+                          f"in-process (deployment {name} found, but no worker of pool {pool} is online)" if found
+                          else "in-process")
+    return use
 
 
 @task(cache_policy=NO_CACHE)

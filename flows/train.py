@@ -114,7 +114,7 @@ def train_family(params: TrainParams, digest: str) -> TrainResult:
         raise DataError(f"{params.data.dataset}: digest {digest[:12]} here, expected "
                         f"{params.expected_digest[:12]}; the data differ between machines")
     spec = params.resolve(load_data(params.data, expected_digest=digest))
-    fit = fit_and_log.with_options(retries=params.retries, retry_delay_seconds=2)
+    fit = fit_and_log.with_options(retries=params.retries, retry_delay_seconds=2, refresh_cache=params.retrain)
     return run_or_reuse(fit, spec, params.data, digest, params.device, params.image_every, needs_model=True,
                         label=params.family)
 

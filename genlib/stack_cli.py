@@ -53,7 +53,7 @@ def status_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Whether the stack runs, and each of its processes."""
-    from genlib.stack import status
+    from genlib.stack import load_state, status
 
     info = status(_project(project))
     if as_json:
@@ -61,9 +61,17 @@ def status_command(
         return
     typer.echo(f"genlib stack {'running' if info['running'] else 'not running'}")
     for name, ok in info["processes"].items():
-        typer.echo(f"  {name:<15} {'alive' if ok else 'stopped'}")
+        errors = info["errors"].get(name, [])
+        typer.echo(f"  {name:<15} {'alive' if ok else 'stopped'}"
+                   + (f", {len(errors)} error line{'s' * (len(errors) != 1)} in its log" if errors else ", no errors"))
+        for line in errors[-3:]:
+            typer.echo(f"      {line[:160]}")
     if info["running"]:
         typer.echo(f"  Prefect UI: {info['prefect_url']}\n  MLflow UI:  {info['mlflow_url']}")
+    logged = {name: lines for name, lines in info["errors"].items() if lines}
+    if logged:
+        logs = ", ".join(r["log"] for r in (load_state(_project(project)) or {}).get("processes", []) if r["name"] in logged)
+        typer.echo(f"  errors were logged; read them in {logs}")
 
 
 @app.command("env", cls=Command)

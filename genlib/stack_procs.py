@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,11 +42,32 @@ def alive(record: Mapping[str, Any]) -> bool:
 
 
 def spawn(name: str, argv: list[str], env: Mapping[str, str], folder: Path, cwd: Path) -> dict[str, Any]:
+    """Start ``argv`` in its own process group, appending to ``<folder>/<name>.log``; the record keeps where
+    in the log this process's lines begin (``log_offset``)."""
     log = folder / f"{name}.log"
     with open(log, "ab") as out:
+        offset = out.tell()
         proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    return {"name": name, "pid": proc.pid, "start_time": start_time(proc.pid), "log": str(log), "argv": argv}
+    return {"name": name, "pid": proc.pid, "start_time": start_time(proc.pid), "log": str(log), "log_offset": offset,
+            "argv": argv}
+
+
+# What Prefect (``| ERROR   |``, ``| CRITICAL |``), uvicorn (``ERROR:``), gunicorn (``[ERROR]``) and Python
+# (``Traceback``) write when something failed.
+_ERROR_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\||^(ERROR|CRITICAL):|\[(ERROR|CRITICAL)\]|^Traceback \(most recent")
+
+
+def error_lines(record: Mapping[str, Any], limit: int = 200) -> list[str]:
+    """The error lines of ``record``'s log written since it was started (at most the last ``limit``)."""
+    try:
+        with open(record["log"], "rb") as log:
+            log.seek(int(record.get("log_offset", 0)))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return []
+    found = [line.rstrip() for line in text.splitlines() if _ERROR_LINE.search(line)]
+    return found[-limit:]
 
 
 def stop(record: Mapping[str, Any], timeout: float = 20.0) -> bool:
