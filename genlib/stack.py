@@ -284,11 +284,20 @@ def _deploy(project: Path, env: Mapping[str, str], folder: Path) -> None:
 
 
 def _print_urls(state: Mapping[str, Any], echo: Callable[[str], None]) -> None:
+    from genlib.tracking.links import dashboard_lines, find_experiments  # no mlflow import: REST over urllib
+
+    credentials = None
+    if state.get("auth"):
+        with contextlib.suppress(ConfigError):
+            auth = auth_from_env()
+            credentials = (auth.mlflow_username, auth.mlflow_password) if auth.mlflow_password else None
     echo(f"  Prefect UI: {state['prefect_url']}")
     echo(f"  MLflow UI:  {state['mlflow_url']}")
+    for line in dashboard_lines(state["mlflow_url"], find_experiments(state["mlflow_url"], credentials), indent="    "):
+        echo(line)
     echo(f"  use them:   export PREFECT_API_URL={state['prefect_url']}/api MLFLOW_TRACKING_URI={state['mlflow_url']}"
          + ("  (plus PREFECT_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME/PASSWORD)" if state.get("auth") else ""))
-    echo('  or:         eval "$(genlib stack env)"')
+    echo('  or:         env_lines="$(uv run genlib stack env)" && eval "$env_lines"')
     echo("  stop with:  make down  (or genlib stack down)")
 
 

@@ -103,6 +103,16 @@ def test_promote_says_when_nothing_changed_and_registry_list_shows_the_alias(cap
     assert row.split()[1:3] == [version, "champion"] and "test_sq_err_per_image=" in row
 
 
+def test_promote_refused_by_a_gate_names_it_and_the_force_flag(capsys, tracking):
+    name = "genlib-ae-clirefused"
+    metrics = {"test_sq_err_per_image": 1000.0, "baseline_sq_err_per_image": 1000.0, "test_mse": 0.01,
+               "test_loss": 1.0}  # no better than the mean image: the reconstruction gate fails
+    version = _registered_version(name, "ae", metrics)
+    code, _, err = run_cli(capsys, "promote", name, "--version", version)
+    line = _one_error_line(err)
+    assert code == 2 and "gate reconstruction failed" in line and line.endswith("use --force to override")
+
+
 def test_report_prints_the_stored_report_and_the_tables_as_json(capsys, tracking):
     import mlflow
 
@@ -131,6 +141,19 @@ def test_ui_starts_both_servers_on_loopback(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("GENLIB_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    monkeypatch.setenv("GENLIB_STACK_DIR", str(tmp_path / "genlib"))
+    from mlflow import MlflowClient
+
+    from genlib.tracking import resolve_tracking
+    from genlib.tracking.links import models_page, runs_view
+
+    experiment = MlflowClient(resolve_tracking().uri).create_experiment("genlib-digits")
     code, out, err = run_cli(capsys, "ui", "--once", "--mlflow-port", "0", "--prefect-port", "0")
     assert code == 0, err
     assert "MLflow UI: http://127.0.0.1:" in out and "Prefect UI: http://127.0.0.1:" in out
+    mlflow_url = out.split("MLflow UI: ", 1)[1].split()[0]
+    assert f"runs of genlib-digits: {runs_view(mlflow_url, experiment)}\n" in out
+    assert f"registered models: {models_page(mlflow_url)}\n" in out
+    # Its log goes under the git-ignored state folder, not beside the store (which may be the checkout's).
+    assert (tmp_path / "genlib" / "ui" / "mlflow-server.log").is_file()
+    assert not list((tmp_path / "mlflow").glob("*.log"))

@@ -42,8 +42,23 @@ def pipeline_summary(result: Any, total: float, startup: float, target: Any, pre
     lines.append(time_line(result.seconds, total, startup))
     lines.append("dashboards: `genlib ui` (MLflow and Prefect on 127.0.0.1, URLs printed)")
     lines.append(f"  MLflow: {'embedded store ' if target.local else ''}{target.uri}")
+    lines.extend(mlflow_links(target, result.dataset.name, result.dataset.experiment_id))
     lines.append(f"  {prefect_line}")
     return "\n".join(lines)
+
+
+def mlflow_links(target: Any, dataset: str, experiment_id: str) -> list[str]:
+    """The experiment's runs view and the registered models: on the tracking server, or for the embedded
+    store where ``genlib ui`` serves it by default."""
+    from genlib.tracking.links import GENLIB_UI_PORT, dashboard_lines
+    from genlib.tracking.store import experiment_name
+
+    remote = target.uri.startswith(("http://", "https://"))
+    base = target.uri if remote else f"http://127.0.0.1:{GENLIB_UI_PORT}"
+    lines = dashboard_lines(base, {experiment_name(dataset): experiment_id}, indent="    ")
+    if not remote:
+        lines.append("    (while `genlib ui` serves the store; it prints these with the port it took)")
+    return lines
 
 
 def registry_table(models: list[dict[str, Any]]) -> str:

@@ -3,6 +3,8 @@
 The Prefect server uses the project's Prefect home, so it shows the runs of earlier ``genlib pipeline``
 and ``make run`` calls; while it runs, pipelines report to it instead of starting a temporary server.
 A server that already serves the project (``PREFECT_API_URL``, or the stack's) is shown, not started.
+Under the MLflow URL it prints each genlib experiment's runs view and the registered models page
+(genlib.tracking.links). The MLflow server's log is ``<project>/.genlib/ui/mlflow-server.log``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import typer
 
@@ -28,6 +31,7 @@ def ui_command(
     """Start the MLflow UI and a Prefect server on 127.0.0.1 and print both URLs (Ctrl-C stops them)."""
     from genlib.ops import prefect_server as ps
     from genlib.tracking import resolve_tracking
+    from genlib.tracking.links import dashboard_lines, find_experiments
 
     home = ps.use_project_home()
     target = resolve_tracking()
@@ -39,7 +43,7 @@ def ui_command(
             port = free_port(mlflow_port)
             target.artifact_root.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # no GenAI job runners
-            log = stack.enter_context(open(target.artifact_root.parent / "ui-server.log", "ab"))  # type: ignore[union-attr]
+            log = stack.enter_context(open(_log_path(), "ab"))
             mlflow = subprocess.Popen(
                 [executable("mlflow"), "server", "--backend-store-uri", target.uri, "--default-artifact-root",
                  target.artifact_root.as_uri(), "--host", "127.0.0.1", "--port", str(port),  # type: ignore[union-attr]
@@ -68,6 +72,9 @@ def ui_command(
             stack.callback(ps.clear_record, home, server.proc.pid)  # type: ignore[union-attr]
         for name, url in urls.items():
             typer.echo(f"{name} UI: {url}")
+            if name == "MLflow" and url.startswith(("http://", "https://")):
+                for line in dashboard_lines(url, find_experiments(url)):
+                    typer.echo(line)
         if once:
             return
         typer.echo("Ctrl-C stops both." if watched else "Both were already running; nothing to stop.")
@@ -76,3 +83,12 @@ def ui_command(
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+
+
+def _log_path() -> Path:
+    """Beside the stack's state (git-ignored ``.genlib/``), not in the store's folder, which may be the checkout's."""
+    from genlib.stack import project_dir, state_dir
+
+    folder = state_dir(project_dir()).with_name("ui")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "mlflow-server.log"

@@ -14,8 +14,24 @@ class RegistryError(GenlibError):
 
 
 class GateFailedError(RegistryError):
-    """A model version failed one of its metric gates; ``gate`` names the first that failed."""
+    """A model version failed one of its metric gates; ``gate`` names the first that failed.
 
-    def __init__(self, message: str, gate: str = "") -> None:
-        super().__init__(message)
+    ``refusal`` says what was refused and why; the message adds how to override it, the command line's
+    ``--force`` by default. Callers with another override (a deployment's ``force`` parameter) use
+    :meth:`with_override`.
+    """
+
+    CLI_OVERRIDE = "use --force to override"
+
+    def __init__(self, refusal: str, gate: str = "") -> None:
+        super().__init__(self._join(refusal, self.CLI_OVERRIDE))
+        self.refusal = refusal
         self.gate = gate
+
+    def with_override(self, how: str) -> str:
+        """The one-line message naming ``how`` to override instead of ``--force``."""
+        return self._join(self.refusal, how)
+
+    @staticmethod
+    def _join(refusal: str, how: str) -> str:
+        return f"{refusal}; {how}"

@@ -284,7 +284,7 @@ def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool
     failed = first_failure(results)
     if failed is not None and not force:
         raise GateFailedError(f"refusing to move @{alias} of {name} to version {mv.version}: gate {failed.gate} "
-                              f"failed ({failed.detail}); use --force to override", gate=failed.gate)
+                              f"failed ({failed.detail})", gate=failed.gate)
     forced, target = force and failed is not None, str(mv.version)
     with registry_lock(client, name):  # the same compare-and-set as registration's
         current = _current(client, name, alias)

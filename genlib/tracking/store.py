@@ -176,8 +176,9 @@ def ui_url(experiment_id: str, run_id: str | None = None, uri: str | None = None
     uri = uri or resolve_tracking().uri
     if urlparse(uri).scheme not in ("http", "https"):
         return None
-    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
-    return f"{uri.rstrip('/')}/{page}?workflowType=machine_learning"
+    from genlib.tracking.links import run_page, runs_view
+
+    return run_page(uri, experiment_id, run_id) if run_id else runs_view(uri, experiment_id)
 
 
 def store_identity() -> str:
