@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from genlib.errors import ConfigError, GenlibError
-from genlib.stack_procs import alive, executable, http_status, port_free, spawn, stop, wait_until
+from genlib.stack_procs import alive, error_lines, executable, http_status, port_free, spawn, stop, wait_until
 
 POOLS = ("cpu", "gpu")
 STATE_FILE = "stack.json"
@@ -225,7 +225,10 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
         # The UI calls the API at this address from the browser: loopback here, the host's name when shared.
         ui_host = socket.getfqdn() if settings.host in ("0.0.0.0", "::", "") else settings.host
         ui_api = os.environ.get("PREFECT_UI_API_URL") or f"http://{ui_host}:{settings.prefect_port}/api"
-        server_env = {**env, "PREFECT_UI_API_URL": ui_api}
+        # Log streaming: `prefect deployment run ... --watch` prints the flow run's log lines (a promotion's
+        # message, a refusal's gate) only when the server publishes and streams them.
+        server_env = {**env, "PREFECT_UI_API_URL": ui_api, "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+                      "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true"}
         if auth.prefect_auth_string:
             server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth.prefect_auth_string
         from genlib.ops.prefect_db import save_template, seed_home
@@ -246,14 +249,16 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
         if snapshot:  # before the work pools below: the template holds no project's objects
             save_template(prefect_home(project))
         wait_until("the MLflow server", lambda: http_status(f"{settings.mlflow_url}/health") == 200, settings.timeout, mlflow)
+        # One worker at a time: two workers creating their pools at once on the SQLite database made one of
+        # the inserts fail with "database is locked" (a deferred transaction cannot wait for the lock).
         for pool in POOLS:
             worker_env = dict(env)
             if pool == "gpu":
                 worker_env.pop("GENLIB_DEVICE", None)  # "auto" in the flows: CUDA when present, else the CPU
             argv = [executable("prefect"), "worker", "start", "--pool", pool, "--type", "process",
                     "--name", f"genlib-{pool}-{socket.gethostname()}"] + (["--limit", "1"] if pool == "gpu" else [])
-            _record(project, state, spawn(f"worker-{pool}", argv, worker_env, folder, project))
-        for pool, record in zip(POOLS, state["processes"][2:]):
+            record = spawn(f"worker-{pool}", argv, worker_env, folder, project)
+            _record(project, state, record)
             wait_until(f"the {pool} worker", lambda p=pool: http_status(f"{settings.prefect_url}/api/work_pools/{p}",
                                                             auth.prefect_auth_string) == 200, settings.timeout, record)
         if settings.deploy:
@@ -315,10 +320,13 @@ def down(project: Path, echo: Callable[[str], None] = print) -> list[str]:
 
 
 def status(project: Path) -> dict[str, Any]:
-    """What is recorded and whether each part runs: ``{"running": bool, "processes": {name: alive}}``."""
+    """What is recorded and whether each part runs: ``{"running": bool, "processes": {name: alive},
+    "errors": {name: [line, ...]}}``, the error lines each process logged since ``up`` started it."""
     state = load_state(project) or {}
+    records = state.get("processes", [])
     return {"running": running(state), "prefect_url": state.get("prefect_url"), "mlflow_url": state.get("mlflow_url"),
-            "processes": {r["name"]: alive(r) for r in state.get("processes", [])}}
+            "processes": {r["name"]: alive(r) for r in records},
+            "errors": {r["name"]: error_lines(r) for r in records}}
 
 
 def env_lines(project: Path) -> list[str]:
