@@ -40,8 +40,8 @@ DATASET = "digits"
 # Small enough that one run takes well under a minute on two cores: the plumbing runs, not the maths.
 TINY_EVAL = {"fid_samples": 100, "classifier_epochs": 4, "is_splits": 2, "iwae_k": 4, "iwae_chunk": 4,
              "elbo_samples": 1, "likelihood_images": 50, "ais_chains": 4, "ais_betas": 20}
-TINY_PIPELINE = {"data": {"dataset": DATASET, "n_train": 600, "n_val": 100, "n_test": 200}, "models": [FAMILY],
-                 "profile": "quick", "dispatch": "auto", "suite": False, "train_overrides": {"epochs": 10},
+TINY_PIPELINE = {"data": {"dataset": DATASET, "n_train": 1000, "n_val": 100, "n_test": 200}, "models": [FAMILY],
+                 "profile": "quick", "dispatch": "auto", "suite": False, "train_overrides": {"epochs": 20},
                  "eval_overrides": TINY_EVAL, "retrain": True}
 _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
