@@ -164,7 +164,9 @@ def run_round(n: int, offset: int, mlflow_uri: str, prefect_api: str, folder: Pa
     aliases = client.get_registered_model(MODEL).aliases if versions else {}
     lost += [f"@{a} -> missing version {v}" for a, v in aliases.items() if str(v) not in versions]
     passing = [v for v in versions.values() if json.loads(v.tags.get("genlib.gates", "{}")).get("status") == "passed"]
-    best = min(passing, key=lambda v: float(v.tags["metric.test_sq_err_per_image"])) if passing else None
+    from genlib.tracking.registry import metrics_from_tags
+
+    best = min(passing, key=lambda v: metrics_from_tags(v.tags)["test_sq_err_per_image"]) if passing else None
     champion_ok = (best is None and "champion" not in aliases) or (best is not None and
                                                                    str(aliases.get("champion")) == best.version)
     return {"n": n, "wall_seconds": round(wall, 1), "runs_created": len(runs), "versions_registered": len(new_versions),

@@ -48,7 +48,8 @@ def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evalu
     from genlib.evaluation import evaluate_model
     from genlib.tracking import ensure_experiment, load_genlib_model, resolve_tracking
     from genlib.tracking import tags as T
-    from genlib.tracking.runs import log_dataset_input, log_model_input, log_report
+    from genlib.tracking.runs import link_evaluation, log_dataset_input, log_model_input, log_report
+    from genlib.tracking.version_page import run_link
 
     data = load_data(data_params, expected_digest=digest)
     torch_device = resolve_device(device)
@@ -69,8 +70,13 @@ def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evalu
         seconds = time.perf_counter() - t0
         tables = log_report(report, run_id, model_id=model_id, data=data)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in report.metrics.items() if k in _HEADLINE)
-        mlflow.set_tag(T.MLFLOW_RUN_NOTE, f"{model.name} model {model_id or model_uri} on {data.name}, evaluation "
-                       f"profile {evaluation.name}: {shown}. These metrics are the registered (gated) ones.")
+        trained = f", trained by [training run {train_run_id[:8]}]({run_link(experiment_id, train_run_id)})" \
+            if train_run_id else ""
+        mlflow.set_tag(T.MLFLOW_RUN_NOTE, f"{model.name} model {model_id or model_uri}{trained}, on {data.name}'s "
+                       f"test split with evaluation profile {evaluation.name}: {shown}. These metrics are the "
+                       "registered (gated) ones.")
+        if train_run_id:
+            link_evaluation(train_run_id, model_id, experiment_id, run_id, shown)
         publish_artifacts(report, _artifact_key("eval", model.name, data.name), f"{model.name} on {data.name}")
         tracking = time.perf_counter() - t0 - seconds
     get_run_logger().info("evaluated %s in %.1fs (+%.1fs logging): %s", model.name, seconds, tracking,

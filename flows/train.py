@@ -52,6 +52,7 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
     from genlib.tracking import resume
     from genlib.tracking import tags as T
     from genlib.tracking.runs import log_dataset_input, run_name
+    from genlib.tracking.version_page import weights_sentence
     from genlib.training import save_checkpoint, train_model
 
     logger = get_run_logger()
@@ -81,28 +82,57 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
         finally:
             callback.close()
         fit = trained.fit
+        epoch = weights_epoch(fit, spec.train.patience)
+        weights = weights_sentence(epoch, fit.epochs_run, fit.best_epoch)
+        resumed = f", resumed from epoch {point.epoch}" if resuming else ""
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="genlib-ckpt-") as tmp:
-            checkpoint = save_checkpoint(Path(tmp) / "model.pt", trained.model, epoch=fit.epochs_run,
-                                         extra={"dataset": data.name, "dataset_digest": digest})
-            info = log_genlib_model(checkpoint, trained.model, data.x_test)
+            checkpoint = save_checkpoint(Path(tmp) / "model.pt", trained.model, epoch=epoch,
+                                         extra={"dataset": data.name, "dataset_digest": digest,
+                                                "epochs_run": fit.epochs_run})
+            info = log_genlib_model(checkpoint, trained.model, data.x_test, name=f"{spec.family}-{spec.profile}",
+                                    tags={T.MODEL: spec.family, T.PROFILE: spec.profile, T.WEIGHTS_EPOCH: str(epoch),
+                                          T.MLFLOW_RUN_NOTE: model_note(spec, data.name, run_id, experiment_id,
+                                                                        weights)})
         # Compute alone (the fit's clock minus the callback's per-epoch logging) and tracking alone.
         compute = fit.seconds - callback.epoch_seconds
         tracking = callback.seconds + time.perf_counter() - t0
         metrics = {"epochs_run": float(fit.epochs_run), "best_epoch": float(fit.best_epoch),
                    "train_seconds": compute, "tracking_seconds": tracking}
-        resumed = f", resumed from epoch {point.epoch}" if resuming else ""
-        mlflow.set_tags({T.EPOCHS_RUN: fit.epochs_run, T.BEST_EPOCH: fit.best_epoch, T.TRAIN_SECONDS: f"{compute:.2f}",
-                         T.TRACKING_SECONDS: f"{tracking:.2f}", T.MLFLOW_RUN_NOTE: (
+        mlflow.set_tags({T.EPOCHS_RUN: fit.epochs_run, T.BEST_EPOCH: fit.best_epoch, T.WEIGHTS_EPOCH: epoch,
+                         T.TRAIN_SECONDS: f"{compute:.2f}", T.TRACKING_SECONDS: f"{tracking:.2f}",
+                         T.MLFLOW_RUN_NOTE: (
                              f"{spec.family} ({spec.profile} profile) on {data.name} (digest {digest[:12]}): "
-                             f"{fit.epochs_run} epochs (best {fit.best_epoch}) in {compute:.1f} s on "
-                             f"{torch_device}{resumed}. Test metrics: this model's evaluation run.")})
+                             f"{fit.epochs_run} epochs in {compute:.1f} s on {torch_device}{resumed}. It logged "
+                             f"the model {spec.family}-{spec.profile} ({info.model_id}). {weights}\n\n"
+                             f"{EVALUATION_PENDING}")})
     resume.clear(point)  # the model is logged: nothing left to resume
     logger.info("%s: %d epochs in %.1fs (+%.1fs tracking), model %s", spec.family, fit.epochs_run, compute,
                 tracking, info.model_uri)
     return TrainResult(run_id=run_id, model_uri=info.model_uri, model_id=info.model_id, family=spec.family,
                        config_key=key, metrics=metrics, train_seconds=compute, tracking_seconds=tracking,
                        device=str(torch_device), resumed_from_epoch=point.epoch if resuming else None)
+
+
+# The training run's description ends with this until the evaluation replaces it with a link to its run.
+EVALUATION_PENDING = "Test metrics: not evaluated yet."
+
+
+def weights_epoch(fit: Any, patience: int | None) -> int:
+    """The epoch whose weights the trained model holds: ``fit`` (genlib.training) restores the best epoch's
+    weights at the end only when early stopping is on (``patience``) and the best was not the last epoch;
+    otherwise the model keeps the last epoch's."""
+    if patience is not None and fit.best_epoch:
+        return fit.best_epoch
+    return fit.epochs_run
+
+
+def model_note(spec: RunSpec, dataset: str, run_id: str, experiment_id: str, weights: str) -> str:
+    """The logged model's description (markdown): what it is, which epoch's weights it holds, its training run."""
+    from genlib.tracking.version_page import run_link
+
+    return (f"{spec.family} trained with the {spec.profile} profile on {dataset} by "
+            f"[training run {run_id[:8]}]({run_link(experiment_id, run_id)}). {weights}")
 
 
 def train_family(params: TrainParams, digest: str) -> TrainResult:

@@ -57,7 +57,7 @@ def test_concurrent_registrations_end_on_the_best_version_that_passed(tracking, 
     from mlflow import MlflowClient
 
     from genlib.tracking.locks import lock_name
-    from genlib.tracking.registry import registered_model_name
+    from genlib.tracking.registry import metrics_from_tags, registered_model_name
 
     dataset = f"race{uuid.uuid4().hex[:6]}"
     losses = [300.0, 210.0, 250.0, 190.0, 120.0, 230.0]
@@ -93,7 +93,7 @@ def test_concurrent_registrations_end_on_the_best_version_that_passed(tracking, 
         assert versions[r["version"]].tags.get("genlib.promotion")
     aliases = client.get_registered_model(name).aliases
     champion = versions[str(aliases["champion"])]
-    assert float(champion.tags["metric.test_loss"]) == best_loss
+    assert metrics_from_tags(champion.tags)["test_loss"] == best_loss
     assert str(aliases["challenger"]) == str(max(int(v) for v in versions))
     # Every promotion that happened was an improvement over the champion read under the lock.
     assert sum(r["promoted"] for r in results) >= 1
@@ -232,17 +232,32 @@ def test_versions_carry_gate_objects_and_say_why_they_are_champion(tracking):
     assert [c["metric"] for c in failed] == ["test_sq_err_per_image"] and failed[0]["value"] == 35.0
 
     desc = {v: by_version[v]["description"] for v in by_version}
-    assert desc[v2.version].startswith("Champion") and "200" in desc[v2.version] and "300" in desc[v2.version]
-    assert f"version {v1.version} until now" in desc[v2.version] and "passed the gates" in desc[v2.version]
+    name = v1.name
+    assert desc[v2.version].startswith(f"Version {v2.version} of {name}, made champion: test_loss = 200 beats")
+    assert "300" in desc[v2.version] and f"replacing version {v1.version}." in desc[v2.version]
     assert desc[v1.version].startswith(f"Champion until version {v2.version}")
-    assert desc[v3.version].startswith("Not champion") and "reconstruction" in desc[v3.version]
-    assert desc[v4.version].startswith("Not champion") and "does not beat" in desc[v4.version]
+    assert desc[v3.version].startswith(f"Version {v3.version} of {name}, not champion: it failed the "
+                                       "reconstruction gate.")
+    assert desc[v4.version].startswith(f"Version {v4.version} of {name}, not champion: test_loss = 250 does not beat")
     assert client.get_model_version(v2.name, v2.version).description == desc[v2.version]  # what MLflow's UI shows
-    # Under the sentence: the headline metrics and a link to the evaluation run (MLflow's version page shows the
-    # description and tags, not the logged model's metrics); the dethroned v1 keeps its own numbers.
+    # The gates as a markdown table (the failed one marked), then the headline metrics and a link to the
+    # evaluation run (MLflow's version page shows the description and tags, not the logged model's metrics).
+    assert "**Gates: failed**" in desc[v3.version]
+    assert "| reconstruction | test_sq_err_per_image | 35 | <= 27 | **failed** |" in desc[v3.version]
+    assert "| recognised | recognised | 0.95 | >= 0.4 | passed |" in desc[v2.version]
     assert "| test_loss | 200 |" in desc[v2.version] and "| test_sq_err_per_image |" in desc[v2.version]
     assert f"(#/experiments/{experiment_id}/runs/{eval_runs[v2.version]})" in desc[v2.version]
     assert "| test_loss | 300 |" in desc[v1.version] and eval_runs[v1.version] in desc[v1.version]
+
+    # A handful of tags, the readable ones first (MLflow's versions table lists them in the order set); the
+    # gate object keeps the exact metrics the gates read, and nothing of another family's.
+    tags = client.get_model_version(v2.name, v2.version).tags
+    assert list(tags)[:4] == ["gates", "metric.test_loss", "metric.test_sq_err_per_image", "metric.fid"]
+    assert tags["gates"] == "passed" and tags["metric.test_loss"] == "200"
+    assert client.get_model_version(v3.name, v3.version).tags["gates"] == "failed: reconstruction"
+    assert len(tags) <= 9 and not [k for k in tags if k.startswith("metric.baseline")]
+    stored = json.loads(tags["genlib.gates"])["metrics"]
+    assert stored["test_loss"] == 200.0 and stored["baseline_sq_err_per_image"] == 36.0
 
     forced = promote(v3.name, v3.version, force=True)
     assert forced.forced and forced.changed and forced.previous == v2.version

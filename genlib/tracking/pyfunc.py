@@ -135,6 +135,9 @@ def log_genlib_model(checkpoint: str | Path, model: Any, example_images: torch.T
         checkpoint: a genlib checkpoint file (``save_checkpoint``).
         model: the model it holds (for the signature and example).
         example_images: (N, C, H, W) images in [0, 1]; the first two become the input example.
+        name: the logged model's name in MLflow's UI (the train flow gives ``<family>-<profile>``).
+        kwargs: for ``mlflow.pyfunc.log_model``, e.g. ``tags`` (``mlflow.note.content``: the model page's
+            description, markdown).
     """
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                     f"genlib=={_genlib_version()}", "numpy"]

@@ -1,9 +1,11 @@
 """Model registry: register versions under ``genlib-<model>-<dataset>``, gate and move aliases, list.
 
-A version carries its evidence as tags: ``genlib.model``, ``genlib.dataset``, ``genlib.dataset_digest``,
-``genlib.git_commit``, one ``metric.<name>`` tag per key metric (so gates can be re-checked at
-``promote`` time from the registry alone) and ``genlib.gates``, the gate object (see
-:mod:`genlib.tracking.version_notes`); its description says why it is or is not champion.
+A version carries a few readable tags first (``gates``: the gates' status; ``metric.<name>`` for its
+headline metrics; ``weights``: which epoch's weights it holds), then the machine's: ``genlib.model``,
+``genlib.dataset_digest``, ``genlib.eval_run_id``, ``genlib.git_commit`` and ``genlib.gates``, the gate
+object with the metrics it read (so gates can be re-checked at ``promote`` time from the registry alone; see
+:mod:`genlib.tracking.version_notes`). Its markdown description says why it is or is not champion, which
+epoch's weights it holds, its gates as a table, its headline metrics and its pictures.
 ``challenger`` always points at the newest registration; ``champion`` moves only when the version
 passes its gates and beats the current champion. Both moves are compare-and-set under the model's
 registry lock (:mod:`genlib.tracking.locks`), so concurrent pipelines cannot lose an improvement.
@@ -22,19 +24,25 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from genlib.tracking.errors import GateFailedError, RegistryError
 from genlib.tracking.gates import GateResult, beats, check_gates, first_failure
 from genlib.tracking.locks import registry_lock
-from genlib.tracking.tags import EVAL_RUN_ID
+from genlib.tracking import tags as T
 from genlib.tracking.version_notes import (  # noqa: F401  (git_commit, metric tags: re-exported)
     GATES_TAG,
     METRIC_TAG,
-    dethroned_description,
-    evidence,
+    gate_evidence,
+    gates_label,
     git_commit,
     metric_tags,
     metrics_from_tags,
     gates_tag,
-    promotion_description,
     read_gates,
+)
+from genlib.tracking.version_page import (
+    describe as _describe,
+    dethroned_description,
+    promotion_description,
     registration_description,
+    weights_epochs,
+    weights_label,
 )
 
 NAME_PREFIX = "genlib-"
@@ -115,21 +123,6 @@ def resolve_version(name: str, version: str | int, client: Any = None) -> Any:
     return client.get_model_version(name, str(aliases[text]))
 
 
-def _describe(client: Any, name: str, version: str, sentence: str) -> None:
-    """Set the version's description: ``sentence``, then its headline metrics (from its ``metric.*`` tags)
-    and a link to the evaluation run (tag ``genlib.eval_run_id``) that measured them."""
-    from mlflow.exceptions import MlflowException
-
-    tags = dict(client.get_model_version(name, version).tags or {})
-    run_id, eval_run = tags.get(EVAL_RUN_ID), None
-    if run_id:
-        try:
-            eval_run = (client.get_run(run_id).info.experiment_id, run_id)
-        except MlflowException:  # deleted since: the table still stands, without the link
-            eval_run = None
-    client.update_model_version(name, version, description=sentence + evidence(metrics_from_tags(tags), eval_run))
-
-
 def _find_version_for_run(client: Any, name: str, run_id: str) -> Any | None:
     for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         return mv
@@ -150,12 +143,18 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
     client = _client()
     name = registered_model_name(model_name, dataset)
     gate_results = check_gates(model_name, metrics)
-    tags = {"genlib.model": model_name, "genlib.dataset": dataset, "genlib.dataset_digest": dataset_digest,
-            GATES_TAG: gates_tag(gate_results),
-            **metric_tags(metrics), **dict(extra_tags or {})}
+    # Readable tags first: MLflow's versions table lists a version's tags in the order they were set.
+    tags = {T.GATES_STATUS: gates_label(read_gates({GATES_TAG: gates_tag(gate_results)}))}
+    measured = metric_tags(metrics, model_name)
+    tags.update({k: v for k, v in measured.items() if k != GATES_TAG})
+    epochs = weights_epochs(_source_tags(client, run_id))
+    if epochs:
+        tags[T.WEIGHTS] = weights_label(epochs[0], epochs[1])
+    tags.update({T.MODEL: model_name, T.DATASET_DIGEST: dataset_digest, **dict(extra_tags or {})})
     commit = commit if commit is not None else git_commit()
     if commit:
-        tags["genlib.git_commit"] = commit
+        tags[T.GIT_COMMIT] = commit
+    tags[GATES_TAG] = measured[GATES_TAG]
     try:
         client.get_registered_model(name)
     except MlflowException as err:
@@ -184,14 +183,22 @@ def register_version(model_uri: str, run_id: str, model_name: str, dataset: str,
     with registry_lock(client, name):
         promoted, reason, previous = _move_aliases(client, name, model_name, version, metrics, failed)
         if not (previous == version and not promoted):  # an already-champion version keeps its description
-            _describe(client, name, version, registration_description(version, promoted, reason, gate_results,
-                                                                      previous))
+            _describe(client, name, version, registration_description(name, version, promoted, reason,
+                                                                      gate_results, previous))
         if promoted and previous:
             _describe(client, name, previous, dethroned_description(version, reason))
-    client.set_model_version_tag(name, version, "genlib.promotion", reason[:5000])
     aliases = tuple(sorted(a for a, v in (client.get_registered_model(name).aliases or {}).items() if str(v) == version))
     return Registration(name=name, version=version, aliases=aliases, promoted=promoted, reason=reason,
                         gates=tuple(gate_results), created=created)
+
+
+def _source_tags(client: Any, run_id: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_run(run_id).data.tags)
+    except MlflowException:
+        return {}
 
 
 def _move_aliases(client: Any, name: str, model_name: str, version: str, metrics: Mapping[str, float],
@@ -277,10 +284,11 @@ def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool
     client = _client()
     mv = resolve_version(name, version, client)
     tags = dict(mv.tags or {})
-    model_name = tags.get("genlib.model")
+    model_name = tags.get(T.MODEL)
     if not model_name:
         raise RegistryError(f"{name} version {mv.version} has no genlib.model tag; it was not registered by genlib")
-    results = check_gates(model_name, metrics_from_tags(tags))
+    stored = metrics_from_tags(tags)
+    results = check_gates(model_name, stored)
     failed = first_failure(results)
     if failed is not None and not force:
         raise GateFailedError(f"refusing to move @{alias} of {name} to version {mv.version}: gate {failed.gate} "
@@ -293,8 +301,10 @@ def promote(name: str, version: str | int, alias: str = CHAMPION, *, force: bool
             client.set_registered_model_alias(name, alias, target)
             _verify_alias(client, name, alias, target)
         if forced:
-            client.set_model_version_tag(name, target, "genlib.forced", f"@{alias} despite gate {failed.gate}")  # type: ignore[union-attr]
-            client.set_model_version_tag(name, target, GATES_TAG, gates_tag(results, forced=True))
+            client.set_model_version_tag(name, target, T.FORCED, f"@{alias} despite gate {failed.gate}")  # type: ignore[union-attr]
+            report = gates_tag(results, forced=True, metrics=gate_evidence(model_name, stored))
+            client.set_model_version_tag(name, target, T.GATES_STATUS, gates_label(read_gates({GATES_TAG: report})))
+            client.set_model_version_tag(name, target, GATES_TAG, report)
         if alias == CHAMPION and previous != target:
             _describe(client, name, target, promotion_description(alias, previous, results, forced))
             if previous:
@@ -321,7 +331,7 @@ def list_registry(prefix: str = NAME_PREFIX) -> list[dict[str, Any]]:
                 "created": int(mv.creation_timestamp or 0),
                 "dataset_digest": tags.get("genlib.dataset_digest"),
                 "git_commit": tags.get("genlib.git_commit"),
-                "gates": read_gates(tags),
+                "gates": {k: v for k, v in (read_gates(tags) or {}).items() if k != "metrics"} or None,
                 "description": mv.description or "",
                 "metrics": metrics_from_tags(tags),
             })

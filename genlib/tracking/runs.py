@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from genlib.tracking import tags as T
 logger = logging.getLogger(__name__)
 
 TABLES_DIR = "tables"
+METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 
 # The pipeline's parent run while one is open in this context (Prefect copies contextvars into task threads).
@@ -147,15 +149,29 @@ def log_model_input(run_id: str, model_id: str) -> None:
     mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(model_id)])
 
 
+def chart_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(logged as MLflow metrics, kept in ``metrics.json`` only): the numeric metrics split on their names.
+
+    MLflow's chart view opens one section per metric-name prefix before a '/' (``finetune/scratch/100``),
+    empty for every run but the one that logged it; so only names without '/' (``fid``, ``test_loss``, those
+    that compare the families) become metrics, and the suite's grid of numbers stays in its tables and
+    ``metrics.json``."""
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return ({k: v for k, v in numeric.items() if "/" not in k}, {k: v for k, v in numeric.items() if "/" in k})
+
+
 def log_report(report: Any, run_id: str, *, model_id: str | None = None, data: Any = None) -> list[str]:
-    """Log an EvaluationReport into ``run_id``: metrics (one call, linked to ``model_id`` and the DataSplits
-    ``data`` when given), each table with ``log_table`` (``tables/<name>.json``, readable by
-    ``mlflow.load_table``), each figure as ``plots/<name>.png`` and the markdown as ``report.md``.
-    Returns the table names."""
+    """Log an EvaluationReport into ``run_id``: the metrics :func:`chart_metrics` keeps (one call, linked to
+    ``model_id`` and the DataSplits ``data`` when given) and, when it held some back, all of them in
+    ``metrics.json``; each table with ``log_table`` (``tables/<name>.json``, readable by ``mlflow.load_table``),
+    each figure as ``plots/<name>.png`` and the markdown as ``report.md``. Returns the table names."""
     from mlflow.entities import Metric
 
     client = mlflow.MlflowClient()
-    numeric = {k: float(v) for k, v in report.metrics.items() if isinstance(v, (int, float))}
+    numeric, held_back = chart_metrics(report.metrics)
+    if held_back:  # every number together, non-finite ones as null
+        client.log_dict(run_id, {k: v if math.isfinite(v) else None for k, v in {**numeric, **held_back}.items()},
+                        METRICS_FILE)
     if numeric:
         import time
 
@@ -170,6 +186,27 @@ def log_report(report: Any, run_id: str, *, model_id: str | None = None, data: A
         client.log_figure(run_id, fig, f"{PLOTS_DIR}/{name}.png")
     client.log_text(run_id, report.markdown(), "report.md")
     return list(report.tables)
+
+
+def link_evaluation(train_run_id: str, model_id: str | None, experiment_id: str, eval_run_id: str,
+                    summary: str) -> None:
+    """End the training run's description, and its logged model's, with a link to the evaluation run that
+    measured the model (``summary``: its headline numbers), replacing any earlier such ending."""
+    from genlib.tracking.version_page import run_link
+
+    client = mlflow.MlflowClient()
+    ending = f"Test metrics{f' ({summary})' if summary else ''}: [evaluation run {eval_run_id[:8]}]" \
+             f"({run_link(experiment_id, eval_run_id)})."
+    note = client.get_run(train_run_id).data.tags.get(T.MLFLOW_RUN_NOTE, "")
+    client.set_tag(train_run_id, T.MLFLOW_RUN_NOTE, _with_ending(note, ending))
+    if model_id:
+        note = client.get_logged_model(model_id).tags.get(T.MLFLOW_RUN_NOTE, "")
+        client.set_logged_model_tags(model_id, {T.MLFLOW_RUN_NOTE: _with_ending(note, ending)})
+
+
+def _with_ending(note: str, ending: str) -> str:
+    body = note.split("\n\nTest metrics", 1)[0].rstrip()
+    return f"{body}\n\n{ending}" if body else ending
 
 
 def load_report_tables(run_id: str) -> dict[str, Any]:

@@ -38,6 +38,8 @@ STAGE = "genlib.stage"
 # A train run's totals, as tags (single values would open its metric charts on bar charts).
 EPOCHS_RUN = "genlib.epochs_run"
 BEST_EPOCH = "genlib.best_epoch"
+# The epoch whose weights the logged model holds: the last, or the best one restored by early stopping.
+WEIGHTS_EPOCH = "genlib.weights_epoch"
 TRAIN_SECONDS = "genlib.train_seconds"
 TRACKING_SECONDS = "genlib.tracking_seconds"
 SOURCE = "genlib.source"
@@ -50,6 +52,10 @@ PROMOTION = "genlib.promotion"
 FORCED = "genlib.forced"
 EVAL_RUN_ID = "genlib.eval_run_id"
 METRIC_PREFIX = "metric."
+# A version's readable headline tags (the versions table shows every tag in a narrow column, so short keys):
+# its gates' status (``passed``, ``failed: <gate>``) and which epoch's weights it holds.
+GATES_STATUS = "gates"
+WEIGHTS = "weights"
 
 # MLflow's own keys genlib sets.
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
