@@ -76,7 +76,7 @@ def get_profile(name: str) -> Profile:
 _MLP = (256, 128)
 _VAE = {"hidden_dims": (512, 256), "latent_dim": 10}
 # 16 base features: on 2 CPU cores a wider DCGAN cannot train enough steps in make run's minutes
-# (20 epochs of the 10k subset; measured in docs/benchmarks.md).
+# (docs/benchmarks.md, "Sample quality presets").
 _GAN = {"latent_dim": 64, "generator_features": 16, "discriminator_features": 16}
 
 register_profile(Profile(
@@ -90,22 +90,22 @@ register_profile(Profile(
         "dae": preset("dae", {"hidden_dims": _MLP, "latent_dim": 32, "noise": "masking", "noise_level": 0.3},
                       epochs=10, batch_size=64),
         # Wider, with a 10-d code, and a learned mixture-of-Gaussians prior (50 components) that follows the
-        # aggregate posterior: 0.79 of its samples recognised (N(0, I): 0.58), better ELBO too (-104.8 vs -107.0;
-        # docs/benchmarks.md).
+        # aggregate posterior: samples from N(0, I) land where the posterior put no digit, so fewer are
+        # recognised, and the ELBO is worse too (docs/benchmarks.md, "Sample quality presets").
         "vae": preset("vae", {**_VAE, "prior": "mog", "prior_components": 50}, epochs=36, batch_size=64),
         "cvae": preset("cvae", _VAE, epochs=30, batch_size=64),
-        # Adam 1e-3 rather than DCGAN's 2e-4 (and the generator's moving average, the default): at this compute
-        # the cGAN's samples go from 0.74 to 0.86 recognised in 10 epochs (0.91 in 15). The plain unconditional
-        # GAN gains less (0.48 -> 0.53 at 10 epochs, 0.62 at 30): its samples fall between digits. Conditioned
-        # on 50 k-means clusters of the training images (self-conditioning, no labels), 0.82 in the same 10
-        # epochs (docs/benchmarks.md).
+        # Adam 1e-3 rather than DCGAN's 2e-4 (and the generator's moving average, the default): with only
+        # minutes of compute the larger step is what gets the cGAN's samples recognised in 10 epochs. The plain
+        # unconditional GAN gains less, because its samples fall between digits; conditioned on 50 k-means
+        # clusters of the training images (self-conditioning, no labels) it draws recognisable digits in the
+        # same epochs (docs/benchmarks.md, "Sample quality presets").
         "gan": preset("gan", {**_GAN, "lr": 1e-3, "clusters": 50}, epochs=10, batch_size=64),
         "cgan": preset("cgan", {**_GAN, "lr": 1e-3}, epochs=10, batch_size=64),
         # Persistent CD (Tieleman 2008): its samples come from 300 Gibbs sweeps started from uniform noise;
-        # CD-1 learns good features but samples of grey blots (measured: docs/benchmarks.md). The learning
-        # rate decays to zero (cosine), as Tieleman advises for PCD: at a constant 0.05 the chains from noise
-        # fell into one or two digits (recall 0.01-0.10, FID 610-860 over four seeds); decayed, recall
-        # 0.18-0.19 and FID 164-210 over three, every digit drawn.
+        # CD-1 learns good features but samples of grey blots. The learning rate decays to zero (cosine), as
+        # Tieleman advises for PCD: at a constant rate the chains from noise fall into one or two digits, which
+        # ones depending on the seed; decayed, every digit is drawn (docs/benchmarks.md, "Sample quality
+        # presets").
         "rbm": preset("rbm", {"hidden_units": 256, "cd_k": 1, "persistent": True, "lr": 0.05, "weight_decay": 1e-4,
                               "sample_steps": 300}, epochs=20, batch_size=64, lr_schedule="cosine"),
     },

@@ -205,8 +205,8 @@ def detach_output(out: LossOutput) -> LossOutput:
 def adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
     """``torch.optim.Adam(params, **kwargs)`` on torch's fused kernel where it has one for the parameters'
     device and dtype (CPU and CUDA float tensors): the same update, to float rounding, in one pass per
-    tensor rather than a dozen allocating ones (the Adam step was 39% of a VAE step on one CPU thread;
-    15% faster steps with it, measured in docs/benchmarks.md)."""
+    tensor rather than a dozen allocating ones, which matters for small models, whose step the optimizer
+    takes a large share of on a CPU thread (docs/benchmarks.md, "Against peer libraries")."""
     params = list(params)
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)
@@ -229,9 +229,9 @@ def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torc
 def bernoulli(p: Tensor, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
     """0/1 draws with probabilities p (any shape), in p's dtype, into ``out`` when given.
 
-    uniform < p rather than torch.bernoulli: the same distribution, 2x faster on a CPU core (512x784: 2.7 ms
-    against 5.2 ms, measured). The comparison writes floats directly: a bool result turned into floats cost
-    0.40-0.45 ms at 512x784 on one core, the comparison into floats 0.06.
+    uniform < p rather than torch.bernoulli: the same distribution, and faster on a CPU core. The comparison
+    writes floats directly, because turning a bool result into floats costs several times the comparison
+    itself (docs/benchmarks.md, History: "Throughput").
     """
     u = rand(tuple(p.shape), generator, p.device)
     return torch.lt(u, p, out=torch.empty_like(p) if out is None else out)

@@ -1,9 +1,9 @@
 """Matrix-product and convolution FLOPs of a computation, counted as torch dispatches it.
 
 torch's ``FlopCounterMode`` counts the same operations, but entering it (any ``TorchDispatchMode`` whose
-``__torch_dispatch__`` torch wraps to keep Dynamo out) imports ``torch._dynamo`` with sympy: 1.3-2.2 s of
-one core in a process that never compiles, measured in the pipeline's parent while both workers waited
-for their first job. This counter opts out of that wrapping, so it imports nothing.
+``__torch_dispatch__`` torch wraps to keep Dynamo out) imports ``torch._dynamo`` with sympy: seconds of one
+core in a process that never compiles, spent in the pipeline's parent while the workers wait for their first
+job. This counter opts out of that wrapping, so it imports nothing.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ class RBMConfig(ModelConfig):
     lr_decay: float = Field(0.0, ge=0)
     cd_k_start: int | None = Field(None, ge=1)
     # "bfloat16": the training step's matrix products in bfloat16 with float32 accumulation (v and h are
-    # 0/1, exact in bfloat16; the weights and the update stay float32). About 2.7x the float32 product
-    # rate on CPUs with AVX512-BF16 (bench/peers); evaluation and sampling always use float32.
+    # 0/1, exact in bfloat16; the weights and the update stay float32). Faster than float32 products on
+    # CPUs with bfloat16 instructions (AVX512-BF16, AMX; bench/peers); evaluation and sampling use float32.
     matmul_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
