@@ -2,7 +2,7 @@
 tracking store and fresh caches (data conversion and the feature classifier included, as on a fresh
 clone), with the pipeline's own closing ``time X s = compute Y s (...) + ...`` line parsed and written
 to docs/benchmarks.md. Two runs: the first with a new Prefect home and caches (a fresh clone's first
-``make run`` on a new machine: its temporary Prefect server creates the database, about 10 s of one core,
+``make run`` on a new machine: its temporary Prefect server creates the database,
 MNIST is converted and the feature classifier trained), the second a new clone on the same machine: a new
 Prefect home (started from the empty database the first cached) and tracking store, the user cache kept. Run ``python -m bench.make_run`` on a quiet machine; ``--dry`` only prints.
 """

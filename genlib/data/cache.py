@@ -55,7 +55,7 @@ def load_cached(path: Path, key: str, name: str) -> DataSplits | None:
             raise ValueError("key mismatch")
         arrays = {k: payload[k] for k in _ARRAY_KEYS}
         digest = compute_digest(*(arrays[k] for k in _ARRAY_KEYS))
-        # Re-hashing (~0.2 s for MNIST) catches silently damaged tensor data, not just unreadable files.
+        # Re-hashing (cheap next to loading) catches silently damaged tensor data, not just unreadable files.
         if digest != payload["digest"]:
             raise ValueError("content does not match the stored digest")
         splits = DataSplits(

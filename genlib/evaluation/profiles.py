@@ -107,7 +107,7 @@ class EvalProfile(BaseModel):
 
 PROFILES: dict[str, EvalProfile] = {
     # make run's: the 100-label budget the field checks read (600 and more in full), and 25 importance
-    # samples for the IWAE bound (already tighter than the ELBO; k=100 cost ~25 s per VAE family on 2 cores).
+    # samples for the IWAE bound (already tighter than the ELBO; the cost grows with k, on every VAE family).
     "quick": EvalProfile(name="quick", label_budgets=(100,), iwae_k=25),
     "full": EvalProfile(
         name="full",

@@ -1,8 +1,8 @@
 """An empty, migrated Prefect database kept in genlib's user cache and copied into each new Prefect home.
 
-A Prefect server on a new home creates its sqlite database with Prefect's Alembic migrations: 14.5 s to
-answer and 12.8 s of CPU on the 2-core VM, against 4-4.8 s and about 4.5 s on a home that already has its
-database (2026-12-02, docs/benchmarks.md "Pipeline overhead"). A clone's first pipeline paid that inside its
+A Prefect server on a new home creates its sqlite database with Prefect's Alembic migrations, which takes
+several times as long to answer as a server on a home that already has its database (docs/benchmarks.md,
+History: "Pipeline overhead"). A clone's first pipeline paid that inside its
 CPU-bound start-up. So the first server genlib starts on a new home snapshots the database as soon as the
 server answers (no run is in it yet: what a restarted home holds), and every later new home starts from a
 copy of it. The copy is keyed by Prefect's version; the server still runs its migrations on it (none are

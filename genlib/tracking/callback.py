@@ -165,7 +165,7 @@ def write_loss_curves(history: list[dict[str, float]], path: Path) -> Path:
     terms = sorted({k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))})
     cols = min(3, len(terms)) or 1
     rows = math.ceil(len(terms) / cols) or 1
-    # Margins set by hand: the constrained layout solver took half of the 0.5 s this figure cost.
+    # Margins set by hand: the constrained layout solver costs about as much as drawing the figure.
     fig = Figure(figsize=(4 * cols, 3 * rows))
     fig.subplots_adjust(left=0.3 / cols, right=1 - 0.05 / cols, bottom=0.5 / (3 * rows), top=1 - 0.3 / (3 * rows),
                         wspace=0.3, hspace=0.55)

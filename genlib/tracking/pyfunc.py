@@ -141,7 +141,7 @@ def log_genlib_model(checkpoint: str | Path, model: Any, example_images: torch.T
     """
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                     f"genlib=={_genlib_version()}", "numpy"]
-    # MLflow 3 copies a uv project's pyproject.toml and uv.lock (1 MB here) into every model it logs from
+    # MLflow 3 copies a uv project's pyproject.toml and uv.lock (large) into every model it logs from
     # inside the project; the requirements above already pin what loading needs.
     previous = os.environ.get("MLFLOW_LOG_UV_FILES")
     os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
