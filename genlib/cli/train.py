@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +19,8 @@ def train_command(
     model: str = typer.Argument(..., metavar="MODEL", help="model family to train (see `genlib models`)"),
     dataset: str = typer.Option("mnist", "--dataset", metavar="NAME|PATH",
                                  help="named data set (see `genlib datasets`) or a folder/file of images"),
-    out: Path = typer.Option(..., "--out", metavar="DIR", help="output folder for model.pt, metrics.json and PNG grids"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="output folder for model.pt, metrics.json and PNG grids, "
+                             "written only once training has finished"),
     profile: str = typer.Option("quick", "--profile", metavar="NAME", help="settings to start from: quick or full"),
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N", help="training epochs (default: the profile's)"),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", metavar="N",
@@ -35,11 +37,19 @@ def train_command(
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="FIELD=VALUE", help="any model., train. or evaluation. setting, e.g. hidden_dims=[64] or "
                                                  "train.lr_schedule=cosine (repeatable)"),
 ) -> None:
-    """Train MODEL and write OUT/model.pt, OUT/metrics.json and reconstruction/sample grids."""
+    """Train MODEL and write OUT/model.pt, OUT/metrics.json and reconstruction/sample grids.
+
+    Every train.checkpoint_every epochs (by default as often as in `genlib pipeline`) a
+    checkpoint goes to the hidden folder .OUT.partial beside OUT; OUT itself is written only at the
+    end. The same command after an interruption resumes from that checkpoint and says from which
+    epoch; other settings or data with the same --out start again from epoch 1 (and say so). A
+    finished run removes the folder.
+    """
     from genlib.data import load_dataset
     from genlib.evaluation.model_eval import test_metrics
     from genlib.spec import data_shape, parse_set, resolve_spec
     from genlib.training import resolve_device, save_checkpoint, train_model
+    from genlib.training.checkpoint import claim_resume_folder
 
     overrides = parse_set(set_, family=model, values={
         "epochs": epochs, "latent_dim": latent_dim, "batch_size": batch_size, "lr": lr, "patience": patience,
@@ -51,30 +61,48 @@ def train_command(
     data = load_dataset(dataset, root=data_root, seed=seed)
     spec = resolve_spec(profile, model, overrides, data_shape=data_shape(data))
 
-    result = train_model(spec.model, data, spec.train, device=torch_device)
+    point = claim_resume_folder(partial_folder(out), spec.cache_key(data.digest))
+    if point.discarded:
+        typer.echo(f"not resuming: {point.folder} held a training with other settings or data; starting from epoch 1")
+    if point.resume_from is not None:
+        typer.echo(f"resumed {model} from epoch {point.epoch} (checkpoint {point.checkpoint})")
+    result = train_model(spec.model, data, spec.train, device=torch_device, checkpoint_dir=point.folder,
+                         resume_from=point.resume_from)
     metrics = {**test_metrics(result.model, data, device=torch_device, batch_size=spec.train.eval_batch_size),
                **_final_train_metrics(result.fit.history)}
     metrics.update(epochs_run=result.fit.epochs_run, train_seconds=round(result.fit.seconds, 3))
     # Write into a temporary folder and move into place, so a failure leaves nothing half-written.
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".genlib-train-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # it may become OUT: the permissions of a folder made with mkdir
     try:
         save_checkpoint(staging / "model.pt", result.model, epoch=result.fit.epochs_run,
                         extra={"dataset": data.name, "dataset_digest": data.digest})
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         (staging / "history.json").write_text(json.dumps(result.fit.history, indent=2))
         _write_grids(result.model, data, staging, seed)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in staging.iterdir():
-            shutil.move(str(f), out / f.name)
+        if not out.exists():
+            staging.rename(out)  # one rename: a kill leaves either no OUT or all of it
+        else:
+            for f in staging.iterdir():
+                shutil.move(str(f), out / f.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(point.folder, ignore_errors=True)  # OUT is complete: nothing left to resume
     typer.echo(f"trained {model} on {data.name} for {result.fit.epochs_run} epochs in {result.fit.seconds:.1f}s "
                f"on {result.fit.device}")
     for key in ("test_loss", "test_mse", "test_sq_err_per_image"):
         if key in metrics:
             typer.echo(f"  {key} = {metrics[key]:.6g}")
     typer.echo(f"wrote {out}/model.pt and metrics.json")
+
+
+def partial_folder(out: Path) -> Path:
+    """Where ``genlib train --out OUT`` checkpoints until it finishes: ``.OUT.partial`` beside OUT."""
+    out = out.resolve()
+    return out.parent / f".{out.name}.partial"
 
 
 def _final_train_metrics(history: list[dict[str, float]]) -> dict[str, float]:

@@ -16,7 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-CHECKPOINT = "last.pt"
+from genlib.training.checkpoint import LAST_CHECKPOINT as CHECKPOINT
+from genlib.training.checkpoint import checkpoint_epoch
 RUN_FILE = "run.json"
 
 
@@ -60,17 +61,8 @@ def resume_point(family: str, key: str, store: str) -> ResumePoint:
         pass
     epoch = 0
     if run_id is not None and (folder / CHECKPOINT).is_file():
-        epoch = _checkpoint_epoch(folder / CHECKPOINT)
+        epoch = checkpoint_epoch(folder / CHECKPOINT)
     return ResumePoint(folder, run_id, epoch)
-
-
-def _checkpoint_epoch(path: Path) -> int:
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True).get("epoch") or 0)
-    except Exception:  # noqa: BLE001 - a checkpoint cut short by the kill: start again
-        return 0
 
 
 def record_run(point: ResumePoint, run_id: str, store: str) -> None:

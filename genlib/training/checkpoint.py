@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,10 @@ from genlib.models import GenerativeModel, config_from_dict, get_model
 from genlib.models.base import config_dict
 
 FORMAT_VERSION = 1
+# What ``fit(checkpoint_dir=...)`` writes every ``checkpoint_every`` epochs, and what a resume reads.
+LAST_CHECKPOINT = "last.pt"
+# Which training a resume folder belongs to (see claim_resume_folder).
+KEY_FILE = "key.json"
 
 
 @dataclasses.dataclass
@@ -95,3 +101,52 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise DataError(f"{path}: cannot read as a torch checkpoint ({type(err).__name__})") from None
     model = model_from_checkpoint_dict(ckpt, str(path))
     return Checkpoint(model=model, epoch=ckpt.get("epoch"), optimizer=ckpt.get("optimizer"), extra=ckpt.get("extra") or {})
+
+
+def checkpoint_epoch(path: str | Path) -> int:
+    """The epoch recorded in the checkpoint at ``path``; 0 when there is none or it cannot be read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True).get("epoch") or 0)
+    except Exception:  # noqa: BLE001 - missing, or not a checkpoint: nothing to resume from
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeFolder:
+    """A checkpoint folder claimed for one training: ``epoch`` of its last checkpoint (0: start from epoch 1),
+    and ``discarded``, True when it held another training's checkpoints, now removed."""
+
+    folder: Path
+    epoch: int
+    discarded: bool = False
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / LAST_CHECKPOINT
+
+    @property
+    def resume_from(self) -> Path | None:
+        """The checkpoint to pass to ``fit(resume_from=...)``, or None to start afresh."""
+        return self.checkpoint if self.epoch > 0 else None
+
+
+def claim_resume_folder(folder: str | Path, key: str) -> ResumeFolder:
+    """The folder where the training identified by ``key`` checkpoints (``fit(checkpoint_dir=...)``).
+
+    A folder already claimed for ``key`` is kept, so training resumes from its checkpoint; one
+    claimed for another key (other settings or data) is emptied first and reported as discarded.
+    """
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / KEY_FILE).read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded == key:
+        return ResumeFolder(folder, checkpoint_epoch(folder / LAST_CHECKPOINT))
+    discarded = recorded is not None
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    tmp = folder / f"{KEY_FILE}.tmp"
+    tmp.write_text(json.dumps({"key": key}))
+    tmp.replace(folder / KEY_FILE)  # atomic: a kill never leaves half a key
+    return ResumeFolder(folder, 0, discarded)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from genlib.errors import ConfigError, DataError, TrainingDivergedError
 from genlib.models import GenerativeModel, autocast_context
-from genlib.training.checkpoint import load_checkpoint, save_checkpoint
+from genlib.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
 from genlib.training.config import Callback, FitResult, TrainConfig, resolve_device, seed_everything
 
 __all__ = ["Callback", "FitResult", "TrainConfig", "evaluate", "fit", "resolve_device", "seed_everything"]
@@ -264,7 +264,7 @@ def fit(
             extra: dict[str, Any] = {"fit_state": fit_state}
             if best_state is not None:
                 extra["best_state"] = {k: v.cpu() for k, v in best_state.items()}
-            save_checkpoint(Path(checkpoint_dir) / "last.pt", model, optimizers, epoch, extra)
+            save_checkpoint(Path(checkpoint_dir) / LAST_CHECKPOINT, model, optimizers, epoch, extra)
         if cfg.patience is not None and bad_epochs >= cfg.patience:
             logger.info("early stopping at epoch %d (best epoch %d)", epoch, best_epoch)
             stopped_early = True
