@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genlib.ops.processes import free_port, launch, stop_group, wait_http
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -32,40 +34,9 @@ BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 MODEL = "genlib-ae-digits"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    from genlib.ops.processes import wait_http
-
     if not wait_http(url, timeout, proc):
         raise RuntimeError(f"{url} did not answer within {timeout} s (or its server exited: {proc.poll()})")
-
-
-def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    """A server in its own session that also dies with this process (a killed benchmark leaves none behind)."""
-    from genlib.ops.processes import die_with_parent
-
-    with open(log, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
-                                preexec_fn=die_with_parent)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def start_postgres(folder: Path) -> tuple[subprocess.Popen, int]:
@@ -82,10 +53,11 @@ def start_postgres(folder: Path) -> tuple[subprocess.Popen, int]:
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "genlib", "--auth=trust"],
                    check=True, capture_output=True)
-    port = _free_port()
-    proc = _spawn([*as_pg, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-                   "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"], folder / "postgres.log",
-                  dict(os.environ))
+    port = free_port(0)
+    # Servers here die with this process too (tied): a killed benchmark leaves none behind.
+    proc = launch([*as_pg, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
+                   "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"], os.environ,
+                  folder / "postgres.log", ROOT, tied=True)
     for _ in range(120):
         if subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
                           capture_output=True).returncode == 0:
@@ -109,11 +81,11 @@ def start_servers(folder: Path, backend: str) -> tuple[list[subprocess.Popen], s
         procs.append(pg)
         mlflow_env["MLFLOW_BACKEND_STORE_URI"] = f"postgresql+psycopg2://genlib@127.0.0.1:{port}/mlflow"
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://genlib@127.0.0.1:{port}/prefect"
-    mp, pp = _free_port(), _free_port()
+    mp, pp = free_port(0), free_port(0)
     mlflow_env.update(MLFLOW_PORT=str(mp), MLFLOW_BIN=str(BIN / "mlflow"))
-    procs.append(_spawn(["bash", str(ROOT / "mlflow" / "serve.sh")], folder / "mlflow.log", mlflow_env))
-    procs.append(_spawn([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pp)],
-                        folder / "prefect.log", env))
+    procs.append(launch(["bash", str(ROOT / "mlflow" / "serve.sh")], mlflow_env, folder / "mlflow.log", ROOT, tied=True))
+    procs.append(launch([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pp)], env,
+                        folder / "prefect.log", ROOT, tied=True))
     _wait(f"http://127.0.0.1:{mp}/health", procs[-2])
     _wait(f"http://127.0.0.1:{pp}/api/health", procs[-1])
     return procs, f"http://127.0.0.1:{mp}", f"http://127.0.0.1:{pp}/api"
@@ -214,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_group(proc)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     command = "python -m bench.load " + " ".join(argv if argv is not None else sys.argv[1:])

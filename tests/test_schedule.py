@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bench import soak
-from genlib.stack_procs import error_lines, spawn
+from genlib.ops.processes import error_lines, spawn
 
 
 def test_error_lines_are_those_logged_since_the_process_started(tmp_path):

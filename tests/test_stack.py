@@ -47,7 +47,7 @@ def genlib(args: list[str], env: dict[str, str], timeout: float = 600) -> subpro
 
 def test_binding_beyond_loopback_needs_both_credentials(tmp_path, monkeypatch):
     from genlib.errors import ConfigError
-    from genlib.stack import Auth, auth_from_env, check_bind
+    from genlib.ops.stack import Auth, auth_from_env, check_bind
 
     check_bind("127.0.0.1", Auth())
     check_bind("localhost", Auth())
@@ -82,7 +82,7 @@ def test_serve_sh_refuses_a_public_interface_without_auth(tmp_path):
 
 
 def test_client_env_passes_the_credentials():
-    from genlib.stack import Auth, StackSettings, client_env
+    from genlib.ops.stack import Auth, StackSettings, client_env
 
     settings = StackSettings(project=ROOT, host="0.0.0.0", prefect_port=4300, mlflow_port=5300)
     env = client_env(settings, Auth(mlflow_password="p" * 12, prefect_auth_string="genlib:s"), base={})
@@ -155,7 +155,7 @@ def _trigger_like_the_schedule(api: str, parameters: dict, timeout: float = 600)
 def test_stack_up_twice_runs_the_scheduled_pipeline_on_its_workers_and_down_twice(tmp_path):
     from mlflow import MlflowClient
 
-    from genlib.stack_procs import alive
+    from genlib.ops.processes import alive
 
     pp, mp = free_port(), free_port()
     env = stack_env(tmp_path)

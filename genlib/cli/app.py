@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from genlib.cli import listing, pipeline, registry, train, ui
+from genlib.cli import listing, pipeline, registry, stack, train, ui
 from genlib.cli.common import EXIT_USER_ERROR
 from genlib.cli.help import Command, Group
 from genlib.errors import GenlibError
@@ -29,9 +29,7 @@ registry_app = typer.Typer(cls=Group, no_args_is_help=True, context_settings=_HE
                            help="The MLflow model registry (genlib-* models).")
 registry_app.command("list", cls=Command)(registry.registry_list_command)
 app.add_typer(registry_app, name="registry")
-from genlib import stack_cli  # noqa: E402 - the stack commands (genlib/stack_cli.py)
-
-app.add_typer(stack_cli.app, name="stack")
+app.add_typer(stack.app, name="stack")
 
 
 def _click_exceptions() -> tuple[type, type, type, type]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 
 from genlib.errors import ConfigError
-from genlib.ops.processes import die_with_parent, executable, free_port, stop_group, terminate_as_interrupt, wait_http
+from genlib.ops.processes import executable, free_port, launch, stop_group, terminate_as_interrupt, wait_http
 
 
 def ui_command(
@@ -43,12 +43,9 @@ def ui_command(
             port = free_port(mlflow_port)
             target.artifact_root.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # no GenAI job runners
-            log = stack.enter_context(open(_log_path(), "ab"))
-            mlflow = subprocess.Popen(
-                [executable("mlflow"), "server", "--backend-store-uri", target.uri, "--default-artifact-root",
-                 target.artifact_root.as_uri(), "--host", "127.0.0.1", "--port", str(port),  # type: ignore[union-attr]
-                 "--workers", "1"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent)
+            mlflow = launch([executable("mlflow"), "server", "--backend-store-uri", target.uri, "--default-artifact-root",
+                             target.artifact_root.as_uri(), "--host", "127.0.0.1", "--port", str(port),  # type: ignore[union-attr]
+                             "--workers", "1"], env, _log_path(), tied=True)
             stack.callback(stop_group, mlflow)  # it leads its own process group: its workers stop with it
             watched.append(mlflow)
             urls["MLflow"] = f"http://127.0.0.1:{port}"
@@ -87,7 +84,7 @@ def ui_command(
 
 def _log_path() -> Path:
     """Beside the stack's state (git-ignored ``.genlib/``), not in the store's folder, which may be the checkout's."""
-    from genlib.stack import project_dir, state_dir
+    from genlib.ops.project import project_dir, state_dir
 
     folder = state_dir(project_dir()).with_name("ui")
     folder.mkdir(parents=True, exist_ok=True)

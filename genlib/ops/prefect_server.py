@@ -26,7 +26,9 @@ from typing import Any
 
 from genlib.errors import GenlibError
 from genlib.ops.prefect_db import save_template, seed_home
-from genlib.ops.processes import answers, die_with_parent, executable, free_port, pid_alive, stop_group, wait_http
+from genlib.ops.processes import answers, executable, free_port, launch, pid_alive, stop_group, wait_http
+from genlib.ops.project import prefect_home, project_dir
+from genlib.ops.stack import load_state
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ def project_home() -> Path:
     env = os.environ.get("PREFECT_HOME")
     if env:
         return Path(env).expanduser().resolve()
-    from genlib.stack import prefect_home, project_dir
-
     return prefect_home(project_dir())
 
 
@@ -66,9 +66,7 @@ def running_server(home: Path | None = None) -> str | None:
     Looks at the stack's record first, then at the one ``genlib ui`` writes into the Prefect home.
     """
     candidates: list[str] = []
-    with contextlib.suppress(ImportError, OSError, KeyError, TypeError):
-        from genlib.stack import load_state, project_dir
-
+    with contextlib.suppress(OSError, KeyError, TypeError):
         state = load_state(project_dir())
         if state and state.get("prefect_url"):
             candidates.append(state["prefect_url"].rstrip("/") + "/api")
@@ -145,15 +143,12 @@ class LocalServer:
         if not self.services:  # a temporary server schedules nothing (deployments may live in this home)
             env.update(PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
                        PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
-                       # nor registers Prefect's block types (genlib uses none): 2 s of CPU on a new home
+                       # nor registers Prefect's block types (genlib uses none): CPU a new home's start-up would spend
                        PREFECT_API_BLOCKS_REGISTER_ON_START="false")
         # A new home starts from the cached empty database rather than 114 migrations (genlib/ops/prefect_db.py).
         self._snapshot = seed_home(self.home, env) is False
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [executable("prefect"), "server", "start", "--host", self.host, "--port", str(self.port)],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home,
-                start_new_session=True, preexec_fn=die_with_parent)
+        self.proc = launch([executable("prefect"), "server", "start", "--host", self.host, "--port", str(self.port)],
+                           env, self.log_path, self.home, tied=True)
         logger.info("started a Prefect server at %s (pid %d, home %s)", self.url, self.proc.pid, self.home)
         return self.api_url
 

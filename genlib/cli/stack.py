@@ -1,4 +1,4 @@
-"""``genlib stack up | down | status``: the scheduled system on this machine (see genlib.stack)."""
+"""``genlib stack up | down | status | env``: the scheduled system on this machine (see genlib.ops.stack)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ app = typer.Typer(cls=Group, no_args_is_help=True, context_settings={"help_optio
 
 
 def _project(project: Optional[Path]) -> Path:
-    from genlib.stack import project_dir
+    from genlib.ops.project import project_dir
 
     return project.expanduser().resolve() if project else project_dir()
 
@@ -31,7 +31,7 @@ def up_command(
                                            "GENLIB_PROJECT_DIR, else this checkout)"),
 ) -> None:
     """Start the servers, one worker per pool and the deployments, or say that they already run."""
-    from genlib.stack import StackSettings, up
+    from genlib.ops.stack import StackSettings, up
 
     up(StackSettings(project=_project(project), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
                      deploy=deploy), echo=typer.echo)
@@ -42,7 +42,7 @@ def down_command(
     project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
 ) -> None:
     """Stop the processes `genlib stack up` started (by the PIDs it recorded)."""
-    from genlib.stack import down
+    from genlib.ops.stack import down
 
     down(_project(project), echo=typer.echo)
 
@@ -53,7 +53,7 @@ def status_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Whether the stack runs, and each of its processes."""
-    from genlib.stack import load_state, status
+    from genlib.ops.stack import load_state, status
 
     info = status(_project(project))
     if as_json:
@@ -79,7 +79,7 @@ def env_command(
     project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: this one)"),
 ) -> None:
     """Print export lines for the running stack: eval "$(genlib stack env)"."""
-    from genlib.stack import env_lines
+    from genlib.ops.stack import env_lines
 
     for line in env_lines(_project(project)):
         typer.echo(line)
