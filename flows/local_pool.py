@@ -53,7 +53,7 @@ def family_job(family: str, params: PipelineParams, dataset: DatasetRef, train_p
     """Train, evaluate and register ``family`` in this worker, its runs nested under the pipeline run.
 
     A tracking server that no longer answers is checked first: a family that did not start says so."""
-    from flows.pipeline import _run_family
+    from flows.family import run_family
     from flows.train import train_family
     from genlib.tracking import TrackingUnavailableError, check_tracking, resolve_tracking
     from genlib.tracking.runs import nested_under
@@ -63,7 +63,7 @@ def family_job(family: str, params: PipelineParams, dataset: DatasetRef, train_p
     except TrackingUnavailableError as err:
         return FamilySummary(family=family, error=f"not started: {err}")
     with nested_under(parent_run_id):
-        return _run_family(family, params, dataset, lambda: train_family(train_params, dataset.digest))
+        return run_family(family, params, dataset, lambda: train_family(train_params, dataset.digest))
 
 
 @task(cache_policy=NO_CACHE)

@@ -17,21 +17,19 @@ from genlib.errors import GenlibError
 from genlib.spec import RunSpec
 
 from flows.common import load_data, resolve_device, track
-from flows.evaluate import evaluate_logged_model, evaluate_suite_flow
+from flows.evaluate import evaluate_suite_flow
+from flows.family import run_family
 from flows.local_pool import run_in_processes, wait_for_stopped_workers, worker_count
 from flows.params import (
     DatasetRef,
-    EvaluateParams,
     FamilySummary,
     PipelineParams,
     PipelineResult,
-    RegisterParams,
     TrainParams,
     TrainResult,
 )
 from flows.prepare_data import prepare_data
 from flows.results import RESULTS
-from flows.register import register_version
 from flows.train import train_family
 
 _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -46,11 +44,6 @@ class PipelineFailedError(GenlibError):
 
     def __str__(self) -> str:
         return self.message
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".strip()
 
 
 @task(cache_policy=NO_CACHE)
@@ -141,28 +134,6 @@ def await_training(flow_run_id: str, params: TrainParams, dataset: DatasetRef, p
                        cached=found.data.tags.get(T.PREFECT_FLOW_RUN_ID) != flow_run_id)
 
 
-def _run_family(family: str, params: PipelineParams, dataset: DatasetRef, trained_by: Any) -> FamilySummary:
-    """Train (or take the worker's result), evaluate and register one family; errors end up in the summary."""
-    summary = FamilySummary(family=family)
-    try:
-        trained = trained_by()
-        summary = summary.model_copy(update={"train": trained})
-        evaluated = evaluate_logged_model(EvaluateParams(
-            model_uri=trained.model_uri, data=params.data, profile=params.evaluation_profile,
-            eval_overrides=params.eval_overrides, device=params.device, train_run_id=trained.run_id,
-            expected_digest=dataset.digest), dataset.digest, label=family)
-        summary = summary.model_copy(update={"evaluation": evaluated})
-        # The evaluation run's values are the only test metrics (training reports what training needs).
-        metrics = {**dataset.baselines, **evaluated.metrics}
-        registered = register_version.with_options(task_run_name=f"register_version-{family}")(RegisterParams(
-            run_id=trained.run_id, model_uri=trained.model_uri, family=family, dataset=dataset.name,
-            dataset_digest=dataset.digest, metrics=metrics, eval_run_id=evaluated.run_id))
-        return summary.model_copy(update={"registration": registered})
-    except Exception as err:  # one family's failure must not stop the others
-        get_run_logger().error("%s failed: %s", family, _first_line(err))
-        return summary.model_copy(update={"error": _first_line(err)})
-
-
 def stop_if_tracking_lost(summaries: list[FamilySummary], models: list[str]) -> None:
     """Before starting the next family (or after parallel workers ran them all): when the tracking server no
     longer answers, go no further. Raises TrackingUnavailableError naming the server, what finished and what
@@ -202,7 +173,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
 
     from genlib.tracking import tags as T
     from genlib.tracking.cleanup import end_runs_on_signal, mark_stale_runs
-    from genlib.tracking.store import ui_url
+    from genlib.tracking.links import ui_url
 
     t_start = time.perf_counter()
     dataset = prepare_data(params.data)
@@ -239,7 +210,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             for family in params.models:
                 if summaries:  # prepare_data has just checked it for the first
                     stop_if_tracking_lost(summaries, params.models)
-                summaries.append(_run_family(family, params, dataset, trained_by(family)))
+                summaries.append(run_family(family, params, dataset, trained_by(family)))
         seconds = {**_seconds(summaries), "suite": 0.0, **pool}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None

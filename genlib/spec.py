@@ -103,6 +103,11 @@ def resolve_eval(profile: str, overrides: Overrides | Mapping[str, Any] | None =
                    "evaluation")
 
 
+def get_eval_profile(name: str, **overrides: Any) -> EvalProfile:
+    """The evaluation settings of profile ``name`` with validated overrides: a shorthand for :func:`resolve_eval`."""
+    return resolve_eval(name, {"evaluation": overrides})
+
+
 def resolve_spec(
     profile: str,
     family: str,

@@ -28,7 +28,6 @@ from genlib.evaluation import (
     evaluate_suite,
     frechet_distance,
     frechet_distance_features,
-    get_eval_profile,
     get_feature_classifier,
     inception_score,
     iwae_log_likelihood,
@@ -40,6 +39,7 @@ from genlib.evaluation import (
     reconstruction_tables,
     vae_elbo,
 )
+from genlib.spec import get_eval_profile
 from genlib.evaluation._utils import seeded
 from genlib.models import get_model, list_models, make_config
 

@@ -372,7 +372,7 @@ def test_pipeline_stops_when_the_tracking_server_goes_away(prefect_api, tmp_path
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         started: list[str] = []
-        run_family = pipeline_module._run_family
+        run_family = pipeline_module.run_family
 
         def then_lose_the_server(family, *args):
             started.append(family)
@@ -380,7 +380,7 @@ def test_pipeline_stops_when_the_tracking_server_goes_away(prefect_api, tmp_path
             stop(server)  # the server goes away after the first family
             return summary
 
-        monkeypatch.setattr(pipeline_module, "_run_family", then_lose_the_server)
+        monkeypatch.setattr(pipeline_module, "run_family", then_lose_the_server)
         with pytest.raises(TrackingUnavailableError) as err:
             pipeline_module.pipeline(_params(["ae", "dae", "rbm"], train_overrides={"epochs": 1}, suite=False))
     finally:

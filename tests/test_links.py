@@ -28,7 +28,7 @@ def test_urls_open_the_model_training_workflow():
 
 
 def test_store_run_links_come_from_the_same_helper():
-    from genlib.tracking.store import ui_url
+    from genlib.tracking.links import ui_url
 
     assert ui_url("3", "r1", uri="http://h:1") == links.run_page("http://h:1", "3", "r1")
     assert ui_url("3", uri="http://h:1") == links.runs_view("http://h:1", "3")

@@ -29,7 +29,7 @@ from genlib.evaluation.generative import (
 from genlib.evaluation.likelihood import iwae_log_likelihood, vae_elbo
 from genlib.evaluation.model_eval import evaluate_model
 from genlib.evaluation.pca import pca_reconstruct, pca_sq_err_per_image, pca_vs_autoencoders, probe_accuracy
-from genlib.evaluation.profiles import PROFILES, EvalProfile, eval_profile_names, get_eval_profile
+from genlib.evaluation.profiles import PROFILES, EvalProfile, eval_profile_names
 from genlib.evaluation.reconstruction import reconstruction_errors, reconstruction_tables
 from genlib.evaluation.report import EvaluationReport, combine_reports
 from genlib.evaluation.suite import evaluate_suite
@@ -57,7 +57,6 @@ __all__ = [
     "finetune_experiment",
     "frechet_distance",
     "frechet_distance_features",
-    "get_eval_profile",
     "get_feature_classifier",
     "inception_score",
     "iwae_log_likelihood",

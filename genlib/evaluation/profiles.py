@@ -1,15 +1,15 @@
 """Evaluation profiles: how hard to look (sample counts, seeds, label budgets, AIS schedule) per named setting.
 
 ``quick`` fits ``make run`` on digits on two CPU cores; ``full`` is paper scale, meant for MNIST on a GPU.
+A run profile (genlib.presets) names one of these; :func:`genlib.spec.get_eval_profile` applies overrides
+(this module imports nothing above the evaluation layer).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from genlib.errors import ConfigError, UnknownNameError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EvalProfile(BaseModel):
@@ -148,11 +148,3 @@ PROFILES: dict[str, EvalProfile] = {
 
 def eval_profile_names() -> list[str]:
     return sorted(PROFILES)
-
-
-def get_eval_profile(name: str, **overrides: Any) -> EvalProfile:
-    """The evaluation settings of profile ``name`` with validated overrides: a shorthand for
-    :func:`genlib.spec.resolve_eval`, the one place where overrides are merged."""
-    from genlib.spec import resolve_eval
-
-    return resolve_eval(name, {"evaluation": overrides})

@@ -16,8 +16,9 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from urllib.parse import urlparse
 
-from genlib.tracking.store import EXPERIMENT_PREFIX
+from genlib.tracking.store import EXPERIMENT_PREFIX, resolve_tracking
 
 MODEL_TRAINING = "workflowType=machine_learning"
 GENLIB_UI_PORT = 5000  # `genlib ui`'s default MLflow port (it takes another when this one is busy)
@@ -31,6 +32,16 @@ def runs_view(base: str, experiment_id: str) -> str:
 def run_page(base: str, experiment_id: str, run_id: str) -> str:
     """One run's page in the model-training workflow."""
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING}"
+
+
+def ui_url(experiment_id: str, run_id: str | None = None, uri: str | None = None) -> str | None:
+    """The MLflow UI page of an experiment (or one of its runs) on an HTTP tracking server, opened on the
+    model-training view (MLflow 3.17 otherwise opens on the workflow last chosen in the browser); None
+    for stores without a UI of their own (sqlite, files)."""
+    uri = uri or resolve_tracking().uri
+    if urlparse(uri).scheme not in ("http", "https"):
+        return None
+    return run_page(uri, experiment_id, run_id) if run_id else runs_view(uri, experiment_id)
 
 
 def experiments_page(base: str) -> str:

@@ -169,18 +169,6 @@ def ensure_experiment(dataset: str, target: TrackingTarget | None = None) -> str
         return exp.experiment_id
 
 
-def ui_url(experiment_id: str, run_id: str | None = None, uri: str | None = None) -> str | None:
-    """The MLflow UI page of an experiment (or one of its runs) on an HTTP tracking server, opened on the
-    model-training view (MLflow 3.17 otherwise opens on the workflow last chosen in the browser); None
-    for stores without a UI of their own (sqlite, files)."""
-    uri = uri or resolve_tracking().uri
-    if urlparse(uri).scheme not in ("http", "https"):
-        return None
-    from genlib.tracking.links import run_page, runs_view
-
-    return run_page(uri, experiment_id, run_id) if run_id else runs_view(uri, experiment_id)
-
-
 def store_identity() -> str:
     """A string that changes when the tracking store is replaced: the URI plus the creation time of the
     store's ``Default`` experiment (id 0, made when the store was initialised).
