@@ -127,20 +127,15 @@ def stop_group(target: subprocess.Popen | Mapping[str, Any], timeout: float = 20
     another command's child). Returns False when it was no longer running; a record's group is then left
     alone, since its PID may since have been given to another process.
     """
-    if isinstance(target, subprocess.Popen):
-        pid = target.pid
+    owned = isinstance(target, subprocess.Popen)
+    pid = target.pid if owned else int(target["pid"])  # type: ignore[union-attr,index]
 
-        def running() -> bool:
-            return target.poll() is None
-    else:
-        pid = int(target["pid"])
+    def running() -> bool:
+        return target.poll() is None if owned else alive(target)  # type: ignore[union-attr,arg-type]
 
-        def running() -> bool:
-            return alive(target)
-
-        if not running():
-            return False
     was_running = running()
+    if not was_running and not owned:
+        return False
     if was_running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
@@ -150,8 +145,10 @@ def stop_group(target: subprocess.Popen | Mapping[str, Any], timeout: float = 20
     # The group's stragglers (uvicorn workers, flow runs) may outlive its leader; take them down with it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    if isinstance(target, subprocess.Popen):
-        target.wait()
+    if owned:
+        target.wait()  # type: ignore[union-attr]
+    else:  # gone (and reaped, when it is this process's child) before this returns
+        wait_until(lambda: not alive(target), 5.0, interval=0.05)  # type: ignore[arg-type]
     return was_running
 
 
