@@ -67,11 +67,10 @@ def feature_classifier(data: Any, epochs: int, device: Any) -> Any:
 
 
 def resolve_device(device: str) -> Any:
-    """``auto`` means ``$GENLIB_DEVICE`` when set (work-pool job variables set it), else CUDA when present."""
+    """:func:`genlib.training.resolve_device`, where "auto" has its one meaning (``$GENLIB_DEVICE`` when set,
+    else CUDA when present, else the CPU); a flow run that is its own entry point (a deployment's) calls it."""
     from genlib.training import resolve_device as _resolve
 
-    if device == "auto":
-        device = os.environ.get("GENLIB_DEVICE") or "auto"
     return _resolve(device)
 
 

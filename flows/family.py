@@ -31,7 +31,7 @@ def run_family(family: str, params: PipelineParams, dataset: DatasetRef,
         summary = summary.model_copy(update={"train": trained})
         evaluated = evaluate_logged_model(EvaluateParams(
             model_uri=trained.model_uri, data=params.data, profile=params.evaluation_profile,
-            eval_overrides=params.eval_overrides, device=params.device, train_run_id=trained.run_id,
+            eval_overrides=params.eval_overrides, device=params.plan.device, train_run_id=trained.run_id,
             expected_digest=dataset.digest), dataset.digest, label=family)
         summary = summary.model_copy(update={"evaluation": evaluated})
         # The evaluation run's values are the only test metrics (training reports what training needs).

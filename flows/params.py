@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from genlib.evaluation.profiles import EvalProfile
 from genlib.models import list_models
+from genlib.plan import ExecutionPlan
 from genlib.presets import ProfileName
 from genlib.spec import Overrides, RunSpec
 from genlib.tracking.registry import Registration
@@ -205,6 +206,8 @@ class PipelineParams(_Params):
         "suite) at once; default one per CPU core on the CPU, one on an accelerator")
     retrain: bool = Field(False, description="train every family again even when a finished run has the same "
                           "config and data (by default such a run is reused and nothing new is registered)")
+    plan: ExecutionPlan | None = Field(None, description="how this run executes, resolved once from device, workers "
+                                       "and dispatch by the entry point (genlib pipeline); empty: the flow resolves it")
 
     @field_validator("models")
     @classmethod
@@ -237,9 +240,19 @@ class PipelineParams(_Params):
 
         return _as_value_error(lambda: resolve_eval(self.evaluation_profile, {"evaluation": self.eval_overrides}))
 
+    def resolve_plan(self) -> ExecutionPlan:
+        """The plan of these parameters' device, dispatch and workers for their jobs (the families and the
+        suite), as an entry point resolves it (genlib.plan.resolve_plan)."""
+        from genlib.plan import resolve_plan
+
+        return resolve_plan(self.device, self.dispatch, self.workers, len(self.models) + int(self.suite))
+
     def train_params(self, spec: RunSpec, expected_digest: str | None = None,
                      parent_run_id: str | None = None) -> TrainParams:
-        return TrainParams(family=spec.family, profile=self.profile, data=self.data, device=self.device, spec=spec,
+        """One family's training parameters; its device is the plan's (``device`` as asked for when training
+        goes to the deployment: the worker resolves "auto" on its own machine)."""
+        device = self.plan.device if self.plan is not None and self.plan.dispatch == "local" else self.device
+        return TrainParams(family=spec.family, profile=self.profile, data=self.data, device=device, spec=spec,
                            expected_digest=expected_digest, parent_run_id=parent_run_id, retrain=self.retrain)
 
 

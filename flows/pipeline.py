@@ -1,8 +1,11 @@
 """``pipeline``: one data preparation, then train -> evaluate -> register for each family, then the suite
 evaluation whose five tables go to one evaluation run.
 
-Training runs on the ``train`` deployment's workers (GPU pool) when a Prefect API is configured and the
-deployment exists (``dispatch="auto"``), and in-process otherwise; either way the same ``train`` flow runs.
+Where and how it runs is ``params.plan`` (genlib.plan.ExecutionPlan), resolved by the entry point; a run
+without one (started by a schedule) resolves it first thing, being its own entry point. The flow settles
+only the plan's ``dispatch="auto"`` (:func:`use_train_deployment`: it needs the Prefect API): training then
+runs on the ``train`` deployment's workers, or here, in a local pool or in this process; either way the
+same ``train`` flow runs.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from prefect.cache_policies import NO_CACHE
 from genlib.errors import GenlibError
 from genlib.spec import RunSpec
 
-from flows.common import load_data, resolve_device, track
+from flows.common import load_data, track
 from flows.evaluate import evaluate_suite_flow
 from flows.family import run_family
-from flows.local_pool import run_in_processes, wait_for_stopped_workers, worker_count
+from flows.local_pool import run_in_processes, wait_for_stopped_workers
 from flows.params import (
     DatasetRef,
     FamilySummary,
@@ -176,10 +179,13 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     from genlib.tracking.links import ui_url
 
     t_start = time.perf_counter()
+    plan = params.plan or params.resolve_plan()  # a scheduled run is its own entry point
     dataset = prepare_data(params.data)
     mark_stale_runs()  # runs left RUNNING by a killed process of this host -> FAILED, with a note
     end_runs_on_signal()  # SIGTERM/SIGINT end this process's runs as KILLED (a no-op off the main thread)
-    remote = use_train_deployment(params.dispatch, params.train_deployment)
+    plan = plan.settle(use_train_deployment(plan.dispatch, params.train_deployment))  # the one call on "auto"
+    params = params.model_copy(update={"plan": plan})  # what every step below reads
+    remote = plan.mode == "deployment"
     with track("pipeline", experiment_id=dataset.experiment_id, name=f"pipeline-{params.profile}-{dataset.name}",
                dataset=dataset.name, digest=dataset.digest,
                tags={T.PROFILE: params.profile, T.EVAL_PROFILE: params.evaluation_profile,
@@ -196,14 +202,13 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             def trained_by(f: str) -> Any:
                 return lambda: train_family(train_params[f], dataset.digest)
 
-        workers = 1 if remote else worker_count(params, resolve_device(params.device))
         suite, pool = None, {}
-        if workers > 1:
+        if plan.mode == "pool":
             get_run_logger().info("families%s on %d worker processes", " and the suite" if params.suite else "",
-                                  workers)
+                                  plan.workers)
             t_pool = time.perf_counter()
-            summaries, suite = run_in_processes(params, dataset, train_params, parent_run_id, workers, params.suite)
-            pool = {"workers": float(workers), "pool": time.perf_counter() - t_pool}
+            summaries, suite = run_in_processes(params, dataset, train_params, parent_run_id)
+            pool = {"workers": float(plan.workers), "pool": time.perf_counter() - t_pool}
             stop_if_tracking_lost(summaries, params.models)
         else:
             summaries = []
@@ -216,7 +221,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
         report = None
         try:  # the workers exit meanwhile
             if params.suite and eval_runs:
-                report = evaluate_suite_flow(dataset, params.evaluation(), params.device, eval_runs, suite)
+                report = evaluate_suite_flow(dataset, params.evaluation(), plan.device, eval_runs, suite)
                 seconds["suite"] = report.seconds
         finally:
             wait_for_stopped_workers()

@@ -140,21 +140,13 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
 
     # About 10 s of training each on 2 cores. Whether they pass the sample-quality gates at this size is
     # not the point here (test_tracking tests the gates): a first registration is champion iff it passed.
-    # In two worker processes (make run's way on a CPU): the families and the suite run at once.
-    # Started beforehand as `genlib pipeline` starts them (while its Prefect server comes up): forked from a
-    # fork server that imported their modules once, taken over by the pipeline.
-    import torch
-
-    from flows.forkserver_pool import ForkserverTaskRunner
-    from flows.local_pool import _prestarted, prestarted_workers
-
+    # In two worker processes (make run's way on a CPU): the families and the suite run at once, on the pool
+    # the plan asks for (resolved here as `genlib pipeline` resolves it).
     params = _params(["vae", "cgan"], train_overrides={"epochs": 12, "batch_size": 32},
                      model_overrides={"vae": {"lr": 3e-3}}, workers=2)
-    with prestarted_workers(params, torch.device("cpu")):
-        assert isinstance(_prestarted[2], ForkserverTaskRunner)
-        warm = {str(pid) for pid in _prestarted[2]._executor._processes}
-        first = pipeline(params)
-        assert 2 not in _prestarted
+    params = params.model_copy(update={"plan": params.resolve_plan()})
+    assert params.plan.mode == "pool" and params.plan.workers == 2
+    first = pipeline(params)
     assert first.seconds["workers"] == 2 and first.seconds["pool"] > 0
     for family in first.families:
         assert family.error is None, family.error
@@ -176,7 +168,7 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
     trains = [r.info for r in children if r.data.tags["genlib.kind"] == "train"]
     assert trains[0].start_time < trains[1].end_time and trains[1].start_time < trains[0].end_time
     pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] == "train"}
-    assert len(pids) == 2 and str(os.getpid()) not in pids and pids == warm
+    assert len(pids) == 2 and str(os.getpid()) not in pids
     summary = client.load_table(parent.info.experiment_id, "summary.json", run_ids=[first.run_id])
     assert sorted(summary["family"]) == ["cgan", "vae"] and summary["version"].notna().all()
     experiment = client.get_experiment(parent.info.experiment_id)
@@ -430,22 +422,3 @@ def test_a_retried_training_resumes_from_its_last_checkpoint(tracking, monkeypat
     resumed = load_genlib_model(result.model_uri)
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
-
-
-def test_the_fork_server_starts_before_anything_heavy_is_imported():
-    # genlib pipeline starts it first thing: its module imports neither prefect nor torch, and the early
-    # guess says yes exactly where the pipeline will run local workers on the CPU.
-    import subprocess
-    import sys
-
-    code = "import sys, flows.forkserver; print('prefect' in sys.modules, 'torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
-        "False", "False"]
-    from flows.forkserver import likely_needed
-
-    assert likely_needed(None, True, None, "cpu", "auto", families=8) == ((__import__("os").cpu_count() or 1) > 1)
-    assert likely_needed(["ae", "vae"], False, 2, "cpu", "local", families=8)
-    assert not likely_needed(["ae"], False, 4, "cpu", "local", families=8)  # one job
-    assert not likely_needed(None, True, 1, "cpu", "auto", families=8)  # --workers 1
-    assert not likely_needed(None, True, 4, "cuda", "auto", families=8)  # one process on an accelerator
-    assert not likely_needed(None, True, 4, "cpu", "deployment", families=8)  # training on the deployment's workers

@@ -31,10 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOPS = ("genlib", "flows", "bench")
 CORE = ("genlib.data", "genlib.models", "genlib.training", "genlib.evaluation")
 BASE = ("genlib.errors", "genlib.tables", "genlib.images", "genlib.user_cache")
-# TODO(#22): the two modules that run the families on Prefect's process pool still reach into its internals,
-# and test_flows' pre-started pool test reads the runner's ``_executor``; the execution-plan rewrite of issue
-# #22 replaces them with public calls. Remove this exception then.
-PREFECT_PRIVATE_ALLOWED = ("flows/forkserver_pool.py", "flows/local_pool.py", "tests/test_flows.py")
+PREFECT_PRIVATE_ALLOWED: tuple[str, ...] = ()  # files allowed Prefect's private names: none
 
 
 def modules(root: Path, tops: tuple[str, ...] = TOPS) -> dict[str, Path]:
@@ -263,7 +260,7 @@ def test_no_private_prefect_names_or_attributes():
             elif isinstance(node, ast.Attribute) and _private(node.attr):
                 if _root_name(node.value) in bound or node.attr in theirs:
                     wrong.append(f"{where}:{node.lineno} uses {ast.unparse(node)}")
-    assert not wrong, "Prefect's private API outside " + ", ".join(PREFECT_PRIVATE_ALLOWED) + ": " + "; ".join(wrong)
+    assert not wrong, "Prefect's private API: " + "; ".join(wrong)
 
 
 # --- the checks themselves ----------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def pipeline_command(
     profile: str = typer.Option("quick", "--profile", metavar="NAME", help="training settings: quick or full"),
     eval_profile: Optional[str] = typer.Option(None, "--eval-profile", metavar="NAME",
                                               help="evaluation settings (default: those of --profile)"),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda"),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto ($GENLIB_DEVICE when set, else CUDA when present, else the CPU), cpu or cuda"),
     dispatch: str = typer.Option("auto", "--dispatch", metavar="auto|local|deployment",
                                   help="where training runs: here, or on the train deployment's workers (auto: "
                                        "there when it exists)"),
@@ -73,14 +73,6 @@ def pipeline_command(
 
     t_start = time.perf_counter()
     home = ps.use_project_home()  # before prefect reads its settings: the run history stays in the project
-    from flows.forkserver import likely_needed, start_fork_server
-    from genlib.models.catalog import builtin_names
-
-    named = [m for m in models.split(",") if m.strip()] if models else None
-    if likely_needed(named, suite, workers, device, dispatch, len(builtin_names())):
-        # The workers' imports (about 11 s of one core) from the first moment, beside this process's own (4-6 s
-        # before the options are validated, while the second core idled); decided again below.
-        start_fork_server()
     from genlib.models import list_models
 
     family_list = [m.strip() for m in models.split(",") if m.strip()] if models else list_models()
@@ -100,17 +92,13 @@ def pipeline_command(
                        profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite, workers=workers,
                        model_overrides={f: m for f, m in per_family.items() if m}, train_overrides=overrides.train,
                        eval_overrides=overrides.evaluation)
-    from genlib.training import resolve_device
-
-    if resolve_device(device).type == "cpu" and params.profile == "full" and params.dispatch != "deployment":
+    # The one place a `genlib pipeline` run's device, workers and dispatch are decided (the flow settles only
+    # dispatch "auto", which needs the Prefect API). "cuda" without one: a one-line error before the data prep.
+    params = params.model_copy(update={"plan": params.resolve_plan()})
+    if params.plan.device == "cpu" and params.profile == "full" and params.dispatch != "deployment":
         typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
                    "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
-                   err=True)  # "cuda" on a machine without one is a one-line error now, not after the data prep
-    from flows.local_pool import worker_count
-
-    local_workers = params.dispatch != "deployment" and worker_count(params, resolve_device(device)) > 1
-    if local_workers:
-        start_fork_server()  # a no-op when it runs already
+                   err=True)
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value() or ps.running_server(home)
@@ -133,13 +121,6 @@ def pipeline_command(
 
         store_identity()  # opens (and on first use creates) the tracking store while the server starts
         load_data(params.data)  # fills the per-process memo; on a new machine it converts and caches MNIST
-        if local_workers and (server is not None or params.dispatch == "local"):  # training stays here
-            from flows.local_pool import prestarted_workers
-
-            # The workers start, open the store and read the data cache this process has made, while the
-            # server starts (on a fresh clone it sets up its database, about 10 s of one core); the
-            # pipeline's process pool takes them over.
-            stack.enter_context(prestarted_workers(params, resolve_device(device)))
         if server is not None:
             server.wait_ready()
         t_ready = time.perf_counter()

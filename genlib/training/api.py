@@ -16,7 +16,8 @@ import torch
 
 from genlib.errors import ConfigError
 from genlib.models import GenerativeModel, ModelConfig, get_model, make_config
-from genlib.training.loop import Callback, FitResult, TrainConfig, fit, require_examples, resolve_device
+from genlib.training.config import as_device
+from genlib.training.loop import Callback, FitResult, TrainConfig, fit, require_examples
 from genlib.training.pretrain import pretrain_autoencoder
 
 logger = logging.getLogger(__name__)
@@ -42,14 +43,14 @@ def train_model(
     data: Any,
     train_config: TrainConfig | None = None,
     *,
-    device: str | torch.device = "auto",
+    device: str | torch.device = "cpu",
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
     progress: bool | None = None,
 ) -> TrainedModel:
     """Build the model of ``config`` (seeded by ``train_config.seed``) and fit it on ``data``."""
-    device = resolve_device(device)
+    device = as_device(device)  # resolved by the caller (an entry point); "auto" is refused
     require_examples(data, ("train", "val"))  # before training, not after it
     if tuple(config.image_shape) != tuple(data.x_train.shape[1:]):
         raise ConfigError(f"image_shape {tuple(config.image_shape)} of the {config.model_name} config does not "

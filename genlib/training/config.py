@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -61,11 +62,25 @@ class FitResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU. Called once at an entry point."""
+    """The device ``device`` names. "auto" has one meaning everywhere: ``$GENLIB_DEVICE`` when set (work
+    pools set it), else CUDA when torch sees one, else the CPU. Called at an entry point (the CLI
+    commands, genlib.plan.resolve_plan, a flow run's start); what it calls takes the torch.device."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
+        device = os.environ.get("GENLIB_DEVICE", "").strip() or "auto"
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return as_device(device)
+
+
+def as_device(device: str | torch.device) -> torch.device:
+    """A device already decided, as a torch.device: a name such as "cpu" or "cuda:1" is checked, "auto"
+    refused (it is resolved at the entry point by :func:`resolve_device`, not in the training functions)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        raise ConfigError("device: auto is resolved by the caller (genlib.training.resolve_device); pass the device")
     try:
         resolved = torch.device(device)
     except RuntimeError:

@@ -18,7 +18,7 @@ from torch import Tensor
 from genlib.errors import ConfigError, DataError, TrainingDivergedError
 from genlib.models import GenerativeModel, autocast_context
 from genlib.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
-from genlib.training.config import Callback, FitResult, TrainConfig, resolve_device, seed_everything
+from genlib.training.config import Callback, FitResult, TrainConfig, as_device, resolve_device, seed_everything
 
 __all__ = ["Callback", "FitResult", "TrainConfig", "evaluate", "fit", "resolve_device", "seed_everything"]
 
@@ -172,7 +172,7 @@ def fit(
     data: Any,
     train_config: TrainConfig | None = None,
     *,
-    device: str | torch.device = "auto",
+    device: str | torch.device = "cpu",
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
@@ -186,7 +186,7 @@ def fit(
     continues from one. A NaN or infinite loss raises TrainingDivergedError.
     """
     cfg = train_config or TrainConfig()
-    device = resolve_device(device)
+    device = as_device(device)  # resolved by the caller (an entry point); "auto" is refused
     require_examples(data, ("train", "val"))
     if tuple(data.x_train.shape[1:]) != tuple(model.config.image_shape):
         raise ConfigError(

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from genlib.models import GenerativeModel, get_model, make_config
 from genlib.training.checkpoint import load_checkpoint, save_checkpoint
-from genlib.training.loop import Callback, FitResult, TrainConfig, fit, resolve_device
+from genlib.training.config import as_device
+from genlib.training.loop import Callback, FitResult, TrainConfig, fit
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +112,14 @@ def pretrain_stack(
     dims: Sequence[int],
     *,
     epochs: int,
-    device: str | torch.device = "auto",
+    device: str | torch.device = "cpu",
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool | None = None,
 ) -> list[Any]:
     """Train the RBM stack ``dims`` greedily on ``data`` (x_* (N, C, H, W) in [0, 1]); returns the RBMs on ``device``."""
-    device = resolve_device(device)
+    device = as_device(device)  # resolved by the caller (an entry point); "auto" is refused
     x_train, x_val = data.x_train.flatten(1).float(), data.x_val.flatten(1).float()
     configs = stack_configs(dims, tuple(data.x_train.shape[1:]))
     rbms: list[Any] = []
@@ -166,7 +167,7 @@ def pretrain_autoencoder(
     model: GenerativeModel,
     data: Any,
     *,
-    device: str | torch.device = "auto",
+    device: str | torch.device = "cpu",
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     seed: int = 0,
