@@ -40,31 +40,23 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def start_postgres(folder: Path) -> tuple[subprocess.Popen, int]:
-    """A throw-away cluster in ``folder`` (initdb as the ``postgres`` user, trust auth on loopback) with
+    """A throw-away cluster in ``folder`` (genlib.ops.postgres: the stack's own, trust auth on loopback) with
     databases ``mlflow`` and ``prefect``; returns the server process and its port."""
-    initdb = shutil.which("initdb") or next(Path("/usr/lib/postgresql").glob("*/bin/initdb"), None)
-    if initdb is None:
+    from genlib.ops import postgres
+
+    if postgres.bindir() is None:
         raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    bindir = Path(initdb).resolve().parent  # /usr/local/bin holds only some of the links
-    data = folder / "pg"
-    data.mkdir(parents=True)
-    shutil.chown(folder, "postgres")
-    shutil.chown(data, "postgres")
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "genlib", "--auth=trust"],
-                   check=True, capture_output=True)
+    folder.chmod(0o755)  # the cluster runs as the postgres user
+    postgres.ensure_cluster(folder / "pg")
     port = free_port(0)
     # Servers here die with this process too (tied): a killed benchmark leaves none behind.
-    proc = launch([*as_pg, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-                   "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"], os.environ,
-                  folder / "postgres.log", ROOT, tied=True)
-    for _ in range(120):
-        if subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                          capture_output=True).returncode == 0:
+    proc = launch(postgres.server_argv(folder / "pg", port), os.environ, folder / "postgres.log", ROOT, tied=True)
+    for _ in range(240):
+        if postgres.ready(port):
             break
         time.sleep(0.5)
     for db in ("mlflow", "prefect"):
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "genlib", db], check=True)
+        postgres.ensure_database(port, db)
     return proc, port
 
 

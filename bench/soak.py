@@ -202,17 +202,20 @@ def mlflow_checks(tracking_uri: str, flow_runs: list[Any]) -> dict[str, Any]:
             "champion": champion, "best_passed": best["version"] if best else None}
 
 
-def soak(runs: int = 30, interval: float = 60.0, folder: Path | None = None, echo: Any = print) -> dict[str, Any]:
+def soak(runs: int = 30, interval: float = 60.0, folder: Path | None = None, echo: Any = print,
+         prefect_db: str = "sqlite") -> dict[str, Any]:
     """Run the soak; returns the measurements and ``checks`` (name -> bool)."""
     folder = Path(folder or tempfile.mkdtemp(prefix="genlib-soak-"))
     folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)  # a PostgreSQL cluster inside runs as the postgres user
     pp, mp = free_port(), free_port()
     env = stack_env(folder)
     t0 = time.monotonic()
-    up = genlib(["stack", "up", "--prefect-port", str(pp), "--mlflow-port", str(mp)], env)
+    up = genlib(["stack", "up", "--prefect-port", str(pp), "--mlflow-port", str(mp), "--prefect-db", prefect_db], env)
     if up.returncode != 0:
         raise SystemExit(f"error: genlib stack up failed: {(up.stderr or up.stdout).strip()[-500:]}")
-    result: dict[str, Any] = {"runs_asked": runs, "interval_s": interval, "up_s": round(time.monotonic() - t0, 1),
+    result: dict[str, Any] = {"runs_asked": runs, "interval_s": interval, "prefect_db": prefect_db,
+                              "up_s": round(time.monotonic() - t0, 1),
                               "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     state = json.loads((folder / "genlib" / "stack" / "stack.json").read_text())
     try:
@@ -264,7 +267,7 @@ def table_row(r: dict[str, Any]) -> str:
     med = sorted(r["run_seconds"])[len(r["run_seconds"]) // 2] if r["run_seconds"] else float("nan")
     failed = [k for k, ok in r["checks"].items() if not ok]
     mem = ", ".join(f"{k} {r['memory_start_mb'][k]:.0f}->{r['memory_end_mb'].get(k, 0):.0f}" for k in r["memory_start_mb"])
-    return (f"| {r['started']} | {r['runs_asked']} x {r['interval_s']:.0f} s | "
+    return (f"| {r['started']} | {r['prefect_db']} | {r['runs_asked']} x {r['interval_s']:.0f} s | "
             f"{sum(x['state'] == 'COMPLETED' for x in r['mlflow']['runs'])}/{r['runs_asked']} | "
             f"{med:.0f} s (max {max(r['run_seconds'], default=float('nan')):.0f}) | {r['mlflow']['versions']} | "
             f"v{r['mlflow']['champion']} / v{r['mlflow']['best_passed']} | "
@@ -277,14 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="scheduled runs to wait for (default 30)")
     parser.add_argument("--interval", type=float, default=60.0, help="schedule interval in seconds (default 60)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--prefect-db", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the stack's Prefect database (genlib stack up --prefect-db)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args(argv)
     if args.runs <= 0 or args.interval < 10:
         parser.error("--runs must be positive and --interval at least 10 seconds")
-    result = soak(args.runs, args.interval, args.dir)
+    result = soak(args.runs, args.interval, args.dir, prefect_db=args.prefect_db)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
-    print("| started | schedule | completed | run time (median) | versions | champion / best passed | "
+    print("| started | Prefect database | schedule | completed | run time (median) | versions | champion / best passed | "
           "error lines | memory start->end | checks |")
     print(table_row(result))
     return 0 if all(result["checks"].values()) else 1

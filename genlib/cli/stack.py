@@ -29,12 +29,19 @@ def up_command(
     deploy: bool = typer.Option(True, "--deploy/--no-deploy", help="run `prefect deploy --all` (prefect.yaml)"),
     project: Optional[Path] = typer.Option(None, "--project", help="the genlib checkout (default: "
                                            "GENLIB_PROJECT_DIR, else this checkout)"),
+    prefect_db: str = typer.Option("sqlite", "--prefect-db", metavar="sqlite|postgresql",
+                                   help="the Prefect server's database: SQLite in .genlib/prefect, or a PostgreSQL "
+                                        "cluster in .genlib/postgres that the stack runs (needs Debian's "
+                                        "postgresql; no 'database is locked' errors with several workers)"),
 ) -> None:
     """Start the servers, one worker per pool and the deployments, or say that they already run."""
+    from genlib.errors import ConfigError
     from genlib.ops.stack import StackSettings, up
 
+    if prefect_db not in ("sqlite", "postgresql"):
+        raise ConfigError(f"--prefect-db {prefect_db}: expected sqlite or postgresql")
     up(StackSettings(project=_project(project), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
-                     deploy=deploy), echo=typer.echo)
+                     deploy=deploy, prefect_db=prefect_db), echo=typer.echo)  # type: ignore[arg-type]
 
 
 @app.command("down", cls=Command)

@@ -100,9 +100,11 @@ def alive(record: Mapping[str, Any]) -> bool:
     return record.get("start_time") is None or started is None or started == record["start_time"]
 
 
-# What Prefect (``| ERROR   |``, ``| CRITICAL |``), uvicorn (``ERROR:``), gunicorn (``[ERROR]``) and Python
+# What Prefect (``| ERROR   |``, ``| CRITICAL |``), uvicorn (``ERROR:``), gunicorn (``[ERROR]``), PostgreSQL
+# (``[pid] ERROR:``, ``FATAL:``, ``PANIC:``) and Python
 # (``Traceback``) write when something failed.
-_ERROR_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\||^(ERROR|CRITICAL):|\[(ERROR|CRITICAL)\]|^Traceback \(most recent")
+_ERROR_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\||^(ERROR|CRITICAL):|\[(ERROR|CRITICAL)\]|^Traceback \(most recent"
+                         r"|\] (ERROR|FATAL|PANIC):  ")
 
 
 def error_lines(record: Mapping[str, Any], limit: int = 200) -> list[str]:

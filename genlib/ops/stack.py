@@ -25,13 +25,14 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from genlib.errors import ConfigError, GenlibError
 from genlib.ops.prefect_db import save_template, seed_home
-from genlib.ops.processes import alive, error_lines, executable, http_status, port_free, spawn, stop_group, wait_until
+from genlib.ops.processes import (alive, error_lines, executable, free_port, http_status, port_free, spawn,
+                                  stop_group, wait_until)
 from genlib.ops.project import prefect_home, state_dir
 
 POOLS = ("cpu", "gpu")
@@ -49,6 +50,9 @@ class StackSettings(BaseModel):
     prefect_port: int = Field(4200, ge=1, le=65535)
     mlflow_port: int = Field(5000, ge=1, le=65535)
     deploy: bool = Field(True, description="run `prefect deploy --all` once the workers are up")
+    prefect_db: Literal["sqlite", "postgresql"] = Field(
+        "sqlite", description="the Prefect server's database: SQLite in its home, or a PostgreSQL cluster the "
+        "stack runs (genlib.ops.postgres; for nightly runs and several workers)")
     timeout: float = Field(240.0, gt=0, description="seconds each server may take to answer")
 
     @property
@@ -192,6 +196,8 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
                       "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true"}
         if auth.prefect_auth_string:
             server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth.prefect_auth_string
+        if settings.prefect_db == "postgresql":
+            server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = _start_postgres(project, state, settings.timeout)
         snapshot = seed_home(prefect_home(project), server_env) is False  # a new home: from the cached empty database
         _record(project, state, spawn("prefect-server", [executable("prefect"), "server", "start", "--host", settings.host,
                                                           "--port", str(settings.prefect_port)],
@@ -203,7 +209,7 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
                               MLFLOW_AUTH_ADMIN_USERNAME=auth.mlflow_username)
         _record(project, state, spawn("mlflow-server", ["bash", str(project / "mlflow" / "serve.sh")],
                                        mlflow_env, folder, project))
-        prefect, mlflow = state["processes"]
+        prefect, mlflow = state["processes"][-2:]
         _wait("the Prefect server", lambda: http_status(f"{settings.prefect_url}/api/health") == 200, settings.timeout, prefect)
         if snapshot:  # before the work pools below: the template holds no project's objects
             save_template(prefect_home(project))
@@ -230,6 +236,22 @@ def up(settings: StackSettings, echo: Callable[[str], None] = print) -> dict[str
     echo("genlib stack started")
     _print_urls(state, echo)
     return state
+
+
+def _start_postgres(project: Path, state: dict[str, Any], timeout: float) -> str:
+    """Start the stack's PostgreSQL cluster (``<state>/postgres``, created the first time) on a free loopback
+    port, with the ``prefect`` database; returns the Prefect server's database URL."""
+    from genlib.ops import postgres
+
+    cluster = state_dir(project).parent / "postgres"
+    postgres.ensure_cluster(cluster)
+    port = free_port(0)
+    record = spawn("postgres", postgres.server_argv(cluster, port), os.environ, state_dir(project), project)
+    _record(project, state, record)
+    _wait("PostgreSQL", lambda: postgres.ready(port), timeout, record)
+    postgres.ensure_database(port, "prefect")
+    state["prefect_db"] = postgres.url(port, "prefect")
+    return state["prefect_db"]
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, record: Mapping[str, Any]) -> None:
