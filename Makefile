@@ -27,7 +27,8 @@ run: sync
 	$(RUN) genlib pipeline --dataset mnist --n-train $(RUN_TRAIN_IMAGES) --n-val $(RUN_VAL_IMAGES) --profile quick --device cpu
 
 # The scheduled stack on this machine (Prefect + MLflow servers on 127.0.0.1, cpu/gpu workers, the
-# nightly deployment); `make down` stops what `make up` started. Options: make up UP_ARGS="--host ...".
+# nightly deployment); `make down` stops what `make up` started. Options: make up UP_ARGS="--host ...";
+# UP_ARGS="--prefect-db postgresql" keeps Prefect's database in a PostgreSQL cluster (docs/deploy.md).
 up: sync
 	$(RUN) genlib stack up $(UP_ARGS)
 
