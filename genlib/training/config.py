@@ -68,8 +68,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
     if device == "auto":
-        device = os.environ.get("GENLIB_DEVICE", "").strip() or "auto"
-    if device == "auto":
+        from_env = os.environ.get("GENLIB_DEVICE", "").strip()
+        if from_env and from_env != "auto":
+            try:
+                return as_device(from_env)
+            except ConfigError as err:
+                raise ConfigError(f"{err} ($GENLIB_DEVICE={from_env})") from None
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return as_device(device)
 
