@@ -26,6 +26,7 @@ def _init_worker(threads: int, data: DataParams, tracking_uri: str) -> None:
     loaded into the per-process memo, so that every job starts computing at once."""
     import logging
 
+    import mlflow  # noqa: F401 - its import sets its loggers' levels: import it before quieting them
     import scipy.linalg  # noqa: F401 - loads the BLAS scikit-learn's PCA and probes use, so it is limited too
     import torch
     from threadpoolctl import threadpool_limits
