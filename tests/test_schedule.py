@@ -27,13 +27,17 @@ def test_error_lines_are_those_logged_since_the_process_started(tmp_path):
     record = spawn("server", [sys.executable, "-c", (
         "print('06:01:00.000 | INFO    | fine'); print('06:01:01.000 | ERROR   | prefect.server - it broke');"
         "print('Traceback (most recent call last):'); print('[2026-12-06 06:01:02 +0000] [7] [ERROR] gunicorn');"
-        "print('ERROR:    Exception in ASGI application'); print('metric ERROR_rate 0')")], os.environ, tmp_path, tmp_path)
+        "print('ERROR:    Exception in ASGI application');"
+        "print('2026-12-06 07:47:45.121 UTC [22098] ERROR:  duplicate key value violates unique constraint');"
+        "print('2026-12-06 07:47:46.000 UTC [22099] FATAL:  the database system is shutting down');"
+        "print('metric ERROR_rate 0')")], os.environ, tmp_path, tmp_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "metric" not in log.read_text():
         time.sleep(0.1)
     found = error_lines(record)
     assert found == ["06:01:01.000 | ERROR   | prefect.server - it broke", "Traceback (most recent call last):",
-                     "[2026-12-06 06:01:02 +0000] [7] [ERROR] gunicorn", "ERROR:    Exception in ASGI application"]
+                     "[2026-12-06 06:01:02 +0000] [7] [ERROR] gunicorn", "ERROR:    Exception in ASGI application",
+                     "2026-12-06 07:47:46.000 UTC [22099] FATAL:  the database system is shutting down"]
     assert error_lines({**record, "log": str(tmp_path / "missing.log")}) == []
 
 

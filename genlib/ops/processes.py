@@ -101,10 +101,11 @@ def alive(record: Mapping[str, Any]) -> bool:
 
 
 # What Prefect (``| ERROR   |``, ``| CRITICAL |``), uvicorn (``ERROR:``), gunicorn (``[ERROR]``), PostgreSQL
-# (``[pid] ERROR:``, ``FATAL:``, ``PANIC:``) and Python
-# (``Traceback``) write when something failed.
+# (``[pid] FATAL:``, ``PANIC:``) and Python (``Traceback``) write when something failed. PostgreSQL's ``ERROR``
+# lines are left out: each is a statement refused and returned to its client (a unique-key conflict that
+# Prefect's server expects and handles, say), and a client that could not handle one logs it itself.
 _ERROR_LINE = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\||^(ERROR|CRITICAL):|\[(ERROR|CRITICAL)\]|^Traceback \(most recent"
-                         r"|\] (ERROR|FATAL|PANIC):  ")
+                         r"|\] (FATAL|PANIC):  ")
 
 
 def error_lines(record: Mapping[str, Any], limit: int = 200) -> list[str]:
