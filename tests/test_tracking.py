@@ -317,6 +317,9 @@ def test_tracked_runs_carry_standard_tags_and_nest_under_the_pipeline_run(tracki
     assert t.data.tags[T.PID] == str(os.getpid()) and t.data.tags[T.HOST] == socket.gethostname()
     assert t.data.tags[T.MLFLOW_PARENT_RUN_ID] == parent and e.data.tags[T.MLFLOW_PARENT_RUN_ID] == parent
     assert T.MLFLOW_PARENT_RUN_ID not in d.data.tags and T.MLFLOW_PARENT_RUN_ID not in p.data.tags
+    # The UI opens the parent of an evaluation-type run expanded: the chart view compares the families.
+    assert e.data.tags[T.MLFLOW_RUN_TYPE] == "evaluation"
+    assert all(T.MLFLOW_RUN_TYPE not in r.data.tags for r in (p, t, d))
 
 
 def test_tracked_run_ends_failed_on_errors_killed_on_interrupts_and_reopens(tracking):

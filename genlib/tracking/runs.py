@@ -44,6 +44,10 @@ def standard_tags(kind: T.Kind, *, dataset: str | None = None, digest: str | Non
     optional = {T.DATASET: dataset, T.DATASET_DIGEST: digest, T.CONFIG_KEY: config_key, T.DEVICE: device,
                 T.PREFECT_FLOW_RUN_ID: prefect_flow_run_id}
     tags.update({k: str(v) for k, v in optional.items() if v})
+    if kind == "evaluation":
+        # MLflow's UI expands the parent of a run of this type: the runs and chart views then open on the
+        # pipeline's family runs, so the charts compare the families without a click.
+        tags[T.MLFLOW_RUN_TYPE] = T.MLFLOW_EVALUATION
     return tags
 
 

@@ -62,5 +62,7 @@ MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 MLFLOW_RUN_NOTE = "mlflow.note.content"
 # The MLflow 3 UI opens an experiment on its training runs (not the GenAI overview) with this value.
 MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
+MLFLOW_RUN_TYPE = "mlflow.runType"
+MLFLOW_EVALUATION = "evaluation"
 CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
 DATA_CONTEXT = "mlflow.data.context"
