@@ -108,8 +108,31 @@ def longest_first(families: list[str], train_params: dict[str, TrainParams]) -> 
 _stopping: list[threading.Thread] = []  # pools whose workers are still exiting
 
 
+@task(cache_policy=NO_CACHE, task_run_name="start-worker")
+def worker_ready() -> int:
+    """Nothing but a worker that has run its initializer: its process id."""
+    return os.getpid()
+
+
+def start_pool(params: PipelineParams) -> Any:
+    """Enter the pool of ``params.plan`` and have every worker start now (one submission each: Prefect's runner
+    spawns a worker per submission while none is idle), so their imports and data loading run while the
+    flow prepares the data and the runs; :func:`run_in_processes` takes the pool over."""
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from genlib.tracking.store import resolve_tracking
+
+    plan = params.plan
+    assert plan is not None and plan.mode == "pool", plan  # the flow hands a settled plan
+    runner = ProcessPoolTaskRunner(max_workers=plan.workers, initializer=_init_worker,
+                                   initargs=(plan.threads, params.data, resolve_tracking().uri)).__enter__()
+    for _ in range(plan.workers):
+        runner.submit(worker_ready, {})
+    return runner
+
+
 def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: dict[str, TrainParams],
-                     parent_run_id: str) -> tuple[list[FamilySummary], RunRef | None]:
+                     parent_run_id: str, runner: Any = None) -> tuple[list[FamilySummary], RunRef | None]:
     """Every family's job and (``params.suite``) the suite's on a pool of ``params.plan.workers`` processes,
     each with ``params.plan.threads`` threads; returns the family summaries in ``params.models`` order and
     the suite's run. The suite goes first: it is the longest job, and a long job started last would leave
@@ -118,16 +141,11 @@ def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: 
     Once every job has answered, the workers are stopped in a background thread (an interpreter takes
     seconds to exit) while the caller goes on; :func:`wait_for_stopped_workers` waits for it."""
     from prefect.futures import as_completed
-    from prefect.task_runners import ProcessPoolTaskRunner
-
-    from genlib.tracking.store import resolve_tracking
 
     plan, with_suite = params.plan, params.suite
     assert plan is not None and plan.mode == "pool", plan  # the flow hands a settled plan
     workers = plan.workers
-    # Prefect's runner starts a worker (spawned) per submission while none is idle; each runs _init_worker.
-    runner = ProcessPoolTaskRunner(max_workers=workers, initializer=_init_worker,
-                                   initargs=(plan.threads, params.data, resolve_tracking().uri)).__enter__()
+    runner = runner or start_pool(params)  # each worker spawned runs _init_worker first
     try:
         jobs = [(None, suite_job, {"dataset": dataset, "evaluation": params.evaluation(), "device": plan.device,
                                       "parent_run_id": parent_run_id})] if with_suite else []

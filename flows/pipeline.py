@@ -22,7 +22,7 @@ from genlib.spec import RunSpec
 from flows.common import load_data, track
 from flows.evaluate import evaluate_suite_flow
 from flows.family import run_family
-from flows.local_pool import run_in_processes, wait_for_stopped_workers
+from flows.local_pool import run_in_processes, start_pool, wait_for_stopped_workers
 from flows.params import (
     DatasetRef,
     FamilySummary,
@@ -180,11 +180,18 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
 
     t_start = time.perf_counter()
     plan = params.plan or params.resolve_plan()  # a scheduled run is its own entry point
-    dataset = prepare_data(params.data)
-    mark_stale_runs()  # runs left RUNNING by a killed process of this host -> FAILED, with a note
-    end_runs_on_signal()  # SIGTERM/SIGINT end this process's runs as KILLED (a no-op off the main thread)
     plan = plan.settle(use_train_deployment(plan.dispatch, params.train_deployment))  # the one call on "auto"
     params = params.model_copy(update={"plan": plan})  # what every step below reads
+    # The pool's workers start first: their imports run while this process prepares the data and the runs.
+    runner = start_pool(params) if plan.mode == "pool" else None
+    try:
+        dataset = prepare_data(params.data)
+    except BaseException:
+        if runner is not None:
+            runner.__exit__(None, None, None)
+        raise
+    mark_stale_runs()  # runs left RUNNING by a killed process of this host -> FAILED, with a note
+    end_runs_on_signal()  # SIGTERM/SIGINT end this process's runs as KILLED (a no-op off the main thread)
     remote = plan.mode == "deployment"
     with track("pipeline", experiment_id=dataset.experiment_id, name=f"pipeline-{params.profile}-{dataset.name}",
                dataset=dataset.name, digest=dataset.digest,
@@ -207,7 +214,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             get_run_logger().info("families%s on %d worker processes", " and the suite" if params.suite else "",
                                   plan.workers)
             t_pool = time.perf_counter()
-            summaries, suite = run_in_processes(params, dataset, train_params, parent_run_id)
+            summaries, suite = run_in_processes(params, dataset, train_params, parent_run_id, runner)
             pool = {"workers": float(plan.workers), "pool": time.perf_counter() - t_pool}
             stop_if_tracking_lost(summaries, params.models)
         else:

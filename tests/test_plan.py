@@ -120,11 +120,17 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         calls["in_process"].append(family)
         return FamilySummary(family=family)
 
-    def pool(params, dataset, train_params, parent_run_id):
+    def start_pool(params):
+        calls.setdefault("started", []).append(params.plan)
+        return "the pool"
+
+    def pool(params, dataset, train_params, parent_run_id, runner):
+        assert runner == "the pool"  # the one the flow started before preparing the data
         calls["pool"].append(params.plan)
         return [FamilySummary(family=f) for f in params.models], None
 
     monkeypatch.setattr(pipeline_module, "run_family", in_process)
+    monkeypatch.setattr(pipeline_module, "start_pool", start_pool)
     monkeypatch.setattr(pipeline_module, "run_in_processes", pool)
     return calls
 
@@ -158,7 +164,7 @@ def test_the_flow_starts_a_pool_when_its_plan_says_so(no_work):
 
     plan = ExecutionPlan(device="cpu", workers=2, threads=1, dispatch="local")
     result = pipeline(_pipeline_params(workers=1, plan=plan))
-    assert no_work == {"in_process": [], "pool": [plan]} and result.seconds["workers"] == 2
+    assert no_work == {"in_process": [], "pool": [plan], "started": [plan]} and result.seconds["workers"] == 2
 
 
 @pytest.mark.usefixtures("prefect_api", "tracking")
