@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 pytest.register_assert_rewrite("tests.services")
+from bench.soak import stack_env  # one definition, shared with the soak
 from tests.services import ROOT, free_port
 
 BIN = Path(sys.executable).parent
@@ -25,16 +26,6 @@ TINY_EVAL = {"fid_samples": 100, "classifier_epochs": 4, "is_splits": 2, "iwae_k
 TINY_PIPELINE = {"data": {"dataset": "digits", "n_train": 600, "n_val": 100, "n_test": 200}, "models": ["ae"],
                  "profile": "quick", "dispatch": "auto", "suite": False, "train_overrides": {"epochs": 2},
                  "eval_overrides": TINY_EVAL}
-
-
-def stack_env(folder: Path, **extra: str) -> dict[str, str]:
-    """Environment for a stack whose state, Prefect home and MLflow store all live in ``folder``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(GENLIB_STACK_DIR=str(folder / "genlib"), MLFLOW_BACKEND_STORE_URI=f"sqlite:///{folder / 'mlflow.db'}",
-               MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"), OMP_NUM_THREADS="1",
-               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               GENLIB_PROJECT_DIR=str(ROOT), **extra)
-    return env
 
 
 def genlib(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
