@@ -132,3 +132,25 @@ def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def closed_port_uri() -> str:
     """An http URI on a loopback port nobody listens on."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+def registered_version(name: str, family: str, metrics: dict[str, float]) -> str:
+    """A registered version of ``name`` carrying genlib's tags, as the pipeline registers them (no model files)."""
+    import uuid
+
+    import mlflow
+
+    from genlib.tracking import ensure_experiment
+    from genlib.tracking.registry import metric_tags
+
+    client = mlflow.MlflowClient()
+    run = client.create_run(ensure_experiment(f"cli-{uuid.uuid4().hex[:6]}"))
+    client.set_terminated(run.info.run_id)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, tags={"genlib.model": family})
+    tags = {"genlib.model": family, "genlib.dataset": "digits", "genlib.dataset_digest": "d" * 64,
+            "genlib.gates": "passed", **metric_tags(metrics)}
+    return str(client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id,
+                                           tags=tags).version)

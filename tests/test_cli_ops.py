@@ -12,7 +12,7 @@ import pytest
 from genlib.cli import main
 
 pytest.register_assert_rewrite("tests.services")  # before importing it: it is a plugin too (below)
-from tests.services import closed_port_uri
+from tests.services import closed_port_uri, registered_version
 
 pytest_plugins = ["tests.services"]  # session services shared with the other modules
 
@@ -62,28 +62,6 @@ def test_registry_list_json(capsys, tracking):
     assert code == 0 and isinstance(json.loads(out), list)
 
 
-def _registered_version(name: str, family: str, metrics: dict[str, float]) -> str:
-    """A registered version of ``name`` carrying genlib's tags, as the pipeline registers them (no model files)."""
-    import uuid
-
-    import mlflow
-
-    from genlib.tracking import ensure_experiment
-    from genlib.tracking.registry import metric_tags
-
-    client = mlflow.MlflowClient()
-    run = client.create_run(ensure_experiment(f"cli-{uuid.uuid4().hex[:6]}"))
-    client.set_terminated(run.info.run_id)
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, tags={"genlib.model": family})
-    tags = {"genlib.model": family, "genlib.dataset": "digits", "genlib.dataset_digest": "d" * 64,
-            "genlib.gates": "passed", **metric_tags(metrics)}
-    return str(client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id,
-                                           tags=tags).version)
-
-
 def test_promote_says_when_nothing_changed_and_registry_list_shows_the_alias(capsys, tracking):
     from genlib.tracking.gates import RECON_FRACTION_OF_MEAN_IMAGE
 
@@ -91,7 +69,7 @@ def test_promote_says_when_nothing_changed_and_registry_list_shows_the_alias(cap
     baseline = 1000.0  # the reconstruction gate passes well below RECON_FRACTION_OF_MEAN_IMAGE x baseline
     metrics = {"test_sq_err_per_image": 0.1 * RECON_FRACTION_OF_MEAN_IMAGE * baseline, "test_mse": 0.001,
                "baseline_sq_err_per_image": baseline, "test_loss": 1.0}
-    version = _registered_version(name, "ae", metrics)
+    version = registered_version(name, "ae", metrics)
     code, out, err = run_cli(capsys, "promote", name, "--version", version)
     assert code == 0, err
     assert out.strip() == f"{name}@champion -> version {version} (was unset)"
@@ -107,7 +85,7 @@ def test_promote_refused_by_a_gate_names_it_and_the_force_flag(capsys, tracking)
     name = "genlib-ae-clirefused"
     metrics = {"test_sq_err_per_image": 1000.0, "baseline_sq_err_per_image": 1000.0, "test_mse": 0.01,
                "test_loss": 1.0}  # no better than the mean image: the reconstruction gate fails
-    version = _registered_version(name, "ae", metrics)
+    version = registered_version(name, "ae", metrics)
     code, _, err = run_cli(capsys, "promote", name, "--version", version)
     line = _one_error_line(err)
     assert code == 2 and "gate reconstruction failed" in line and line.endswith("use --force to override")

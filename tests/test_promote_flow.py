@@ -17,24 +17,10 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 def _version(name: str, sq_err_fraction: float) -> str:
     """A registered ae version whose reconstruction gate sees ``sq_err_fraction`` x the baseline (no model files)."""
-    import mlflow
+    from tests.services import registered_version
 
-    from genlib.tracking import ensure_experiment
-    from genlib.tracking.registry import metric_tags
-
-    client = mlflow.MlflowClient()
-    run = client.create_run(ensure_experiment(f"promote-{uuid.uuid4().hex[:6]}"))
-    client.set_terminated(run.info.run_id)
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, tags={"genlib.model": "ae"})
-    metrics = {"test_sq_err_per_image": sq_err_fraction * 1000.0, "baseline_sq_err_per_image": 1000.0,
-               "test_mse": 0.01, "test_loss": 1.0}
-    tags = {"genlib.model": "ae", "genlib.dataset": "digits", "genlib.dataset_digest": "d" * 64,
-            "genlib.gates": "passed", **metric_tags(metrics)}
-    return str(client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id,
-                                           tags=tags).version)
+    return registered_version(name, "ae", {"test_sq_err_per_image": sq_err_fraction * 1000.0,
+                                           "baseline_sq_err_per_image": 1000.0, "test_mse": 0.01, "test_loss": 1.0})
 
 
 def _logs(flow_run_id) -> list[str]:
