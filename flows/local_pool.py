@@ -9,6 +9,7 @@ process would also share torch's global random state, which seeded training need
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
