@@ -103,34 +103,46 @@ def evaluate(params: EvaluateParams) -> EvaluateResult:
     return evaluate_logged_model(params, params.expected_digest or summary["digest"])
 
 
-@task(cache_policy=ConfigAndStore(ignore=("device",)), persist_result=True, result_serializer=RESULTS)
-def suite_report(dataset: DatasetRef, evaluation: EvalProfile, device: str = "auto") -> RunRef:
-    """The suite's own experiments (PCA vs AE, fine-tuning, augmentation) in a ``suite`` run."""
-    from genlib.evaluation import evaluate_suite
+@task(cache_policy=ConfigAndStore(ignore=("device",)), persist_result=True, result_serializer=RESULTS,
+      task_run_name="suite-{section}")
+def section_report(dataset: DatasetRef, evaluation: EvalProfile, section: str, device: str = "auto") -> RunRef:
+    """One suite section (genlib.evaluation.suite) in its own ``suite`` run, named ``suite-<section>-<profile>``."""
+    from genlib.evaluation.suite import evaluate_section
     from genlib.tracking import tags as T
     from genlib.tracking.runs import log_report
 
     data = load_data(dataset.params, expected_digest=dataset.digest)
     torch_device = resolve_device(device)
-    with track("suite", experiment_id=dataset.experiment_id, name=f"suite-{evaluation.name}", dataset=data.name,
-               digest=dataset.digest, device=str(torch_device), tags={T.EVAL_PROFILE: evaluation.name}) as run_id:
+    with track("suite", experiment_id=dataset.experiment_id, name=f"suite-{section}-{evaluation.name}",
+               dataset=data.name, digest=dataset.digest, device=str(torch_device),
+               tags={T.EVAL_PROFILE: evaluation.name, T.SUITE_SECTION: section}) as run_id:
         t0 = time.perf_counter()
-        report = evaluate_suite(data, evaluation, device=torch_device)
+        report = evaluate_section(section, data, evaluation, device=torch_device)
         seconds = time.perf_counter() - t0
         log_report(report, run_id)
-    get_run_logger().info("suite evaluation in %.1fs", seconds)
+    get_run_logger().info("suite section %s in %.1fs", section, seconds)
     return RunRef(run_id=run_id, experiment_id=dataset.experiment_id, seconds=seconds)
 
 
+def suite_sections(dataset: DatasetRef) -> tuple[list[str], dict[str, str]]:
+    """(the suite sections that apply to the prepared data, in start order; {skipped section: why})."""
+    from genlib.evaluation.suite import plan_sections
+
+    return plan_sections(load_data(dataset.params, expected_digest=dataset.digest))
+
+
 @task(cache_policy=ConfigAndStore(), persist_result=True, result_serializer=RESULTS, retries=2, retry_delay_seconds=2)
-def combine_evaluations(dataset: DatasetRef, profile: str, suite_run_id: str, model_runs: dict[str, str]) -> RunRef:
-    """The evaluation run the reports read: the suite's tables combined with each model's
-    (``reconstruction`` and ``generative_quality`` gain one row per model)."""
+def combine_evaluations(dataset: DatasetRef, profile: str, section_runs: dict[str, str], model_runs: dict[str, str],
+                        skipped: dict[str, str] | None = None) -> RunRef:
+    """The evaluation run the reports read: the suite sections' tables combined with each model's
+    (``reconstruction`` and ``generative_quality`` gain one row per model); ``suite_skipped`` says which
+    sections did not run and why."""
     from genlib.evaluation import EvaluationReport, combine_reports
+    from genlib.evaluation.suite import skipped_table
     from genlib.tracking import tags as T
     from genlib.tracking.runs import load_report_tables, log_report
 
-    reports = [EvaluationReport(tables=load_report_tables(suite_run_id))]
+    reports = [EvaluationReport(tables=load_report_tables(run_id)) for _, run_id in sorted(section_runs.items())]
     for family, run_id in sorted(model_runs.items()):
         reports.append(EvaluationReport(tables=load_report_tables(run_id), name=family))
     from genlib.evaluation.field_checks import field_checks
@@ -139,22 +151,32 @@ def combine_evaluations(dataset: DatasetRef, profile: str, suite_run_id: str, mo
     combined.tables = {k: v for k, v in combined.tables.items() if k in SUITE_TABLES}
     # What the field knows, read off these tables, first in the report (genlib report shows it).
     combined.tables = {"field_checks": field_checks(combined.tables), **combined.tables}
-    tags = {T.EVAL_PROFILE: profile, T.SUITE_RUN_ID: suite_run_id, T.MODELS: ",".join(sorted(model_runs)),
+    if skipped:
+        combined.tables["suite_skipped"] = skipped_table(skipped)
+    tags = {T.EVAL_PROFILE: profile, T.SUITE_RUN_ID: ",".join(run for _, run in sorted(section_runs.items())),
+            T.MODELS: ",".join(sorted(model_runs)),
+            **{f"{T.SUITE_RUN_PREFIX}{section}": run_id for section, run_id in section_runs.items()},
             **{f"{T.EVAL_RUN_PREFIX}{family}": run_id for family, run_id in model_runs.items()}}
     with track("report", experiment_id=dataset.experiment_id, name=f"report-{profile}", dataset=dataset.name,
                digest=dataset.digest, tags=tags) as report_run_id:
         log_report(combined, report_run_id)
     publish_artifacts(combined, _artifact_key("report", dataset.name), f"Evaluation of {dataset.name} ({profile})",
-                      ("field_checks", *SUITE_TABLES))
+                      ("field_checks", *SUITE_TABLES, "suite_skipped"))
     return RunRef(run_id=report_run_id, experiment_id=dataset.experiment_id)
 
 
 @flow(name="evaluate_suite", result_serializer=RESULTS)
 def evaluate_suite_flow(dataset: DatasetRef, evaluation: EvalProfile, device: Device = "auto",
-                        model_runs: dict[str, str] | None = None, suite: RunRef | None = None) -> RunRef:
-    """Suite-level evaluation plus the combined five tables: the report run, with the seconds spent
-    computing the suite (0 when it came from the cache). ``suite``: its run when a worker already made it."""
+                        model_runs: dict[str, str] | None = None,
+                        sections: dict[str, RunRef] | None = None) -> RunRef:
+    """The suite's sections plus the combined tables: the report run, with the seconds spent computing the
+    sections (those taken from the cache count 0). ``sections``: the runs workers already made."""
     check_tracking_store()
-    suite = suite or run_or_reuse(suite_report, dataset, evaluation, device)
-    report = run_or_reuse(combine_evaluations, dataset, evaluation.name, suite.run_id, model_runs or {})
-    return report.model_copy(update={"seconds": 0.0 if suite.cached else suite.seconds})
+    names, skipped = suite_sections(dataset)
+    done = dict(sections or {})
+    for name in names:
+        if name not in done:
+            done[name] = run_or_reuse(section_report, dataset, evaluation, name, device)
+    report = run_or_reuse(combine_evaluations, dataset, evaluation.name, {k: r.run_id for k, r in done.items()},
+                          model_runs or {}, skipped)
+    return report.model_copy(update={"seconds": sum(0.0 if r.cached else r.seconds for r in done.values())})

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.params import DataParams, DatasetRef, FamilySummary, PipelineParams, RunRef, TrainParams
@@ -68,15 +68,15 @@ def family_job(family: str, params: PipelineParams, dataset: DatasetRef, train_p
         return run_family(family, params, dataset, lambda: train_family(train_params, dataset.digest))
 
 
-@task(cache_policy=NO_CACHE)
-def suite_job(dataset: DatasetRef, evaluation: EvalProfile, device: str, parent_run_id: str) -> RunRef:
-    """The suite's own experiments (the ``suite`` run) in this worker, nested under the pipeline run."""
+@task(cache_policy=NO_CACHE, task_run_name="suite-job-{section}")
+def section_job(dataset: DatasetRef, evaluation: EvalProfile, section: str, device: str, parent_run_id: str) -> RunRef:
+    """One suite section's run (genlib.evaluation.suite) in this worker, nested under the pipeline run."""
     from flows.common import run_or_reuse
-    from flows.evaluate import suite_report
+    from flows.evaluate import section_report
     from genlib.tracking.runs import nested_under
 
     with nested_under(parent_run_id):
-        return run_or_reuse(suite_report, dataset, evaluation, device)
+        return run_or_reuse(section_report, dataset, evaluation, section, device)
 
 
 def training_cost(spec: Any) -> float:
@@ -133,23 +133,27 @@ def start_pool(params: PipelineParams) -> Any:
 
 
 def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: dict[str, TrainParams],
-                     parent_run_id: str, runner: Any = None) -> tuple[list[FamilySummary], RunRef | None]:
-    """Every family's job and (``params.suite``) the suite's on a pool of ``params.plan.workers`` processes,
-    each with ``params.plan.threads`` threads; returns the family summaries in ``params.models`` order and
-    the suite's run. The suite goes first: it is the longest job, and a long job started last would leave
-    one core idle at the end.
+                     parent_run_id: str, runner: Any = None) -> tuple[list[FamilySummary], dict[str, RunRef]]:
+    """Every family's job and (``params.suite``) one job per suite section that applies to the data, on a pool of
+    ``params.plan.workers`` processes, each with ``params.plan.threads`` threads; returns the family summaries
+    in ``params.models`` order and {section: its run}. The sections go first, in their registered order (the
+    longest first), then the families longest first: a long job started last would leave a core idle at the end.
 
     Once every job has answered, the workers are stopped in a background thread (an interpreter takes
     seconds to exit) while the caller goes on; :func:`wait_for_stopped_workers` waits for it."""
     from prefect.futures import as_completed
 
-    plan, with_suite = params.plan, params.suite
+    from flows.evaluate import suite_sections
+
+    plan = params.plan
+    sections = suite_sections(dataset)[0] if params.suite else []
     assert plan is not None and plan.mode == "pool", plan  # the flow hands a settled plan
     workers = plan.workers
     runner = runner or start_pool(params)  # each worker spawned runs _init_worker first
     try:
-        jobs = [(None, suite_job, {"dataset": dataset, "evaluation": params.evaluation(), "device": plan.device,
-                                      "parent_run_id": parent_run_id})] if with_suite else []
+        jobs = [(("suite", s), section_job, {"dataset": dataset, "evaluation": params.evaluation(), "section": s,
+                                             "device": plan.device, "parent_run_id": parent_run_id})
+                for s in sections]
         jobs += [(f, family_job, {"family": f, "params": params, "dataset": dataset, "train_params": train_params[f],
                                   "parent_run_id": parent_run_id}) for f in longest_first(params.models, train_params)]
         # A job is handed to the pool only when a worker is free: submitted all at once, they reached the
@@ -168,14 +172,19 @@ def run_in_processes(params: PipelineParams, dataset: DatasetRef, train_params: 
                 summaries.append(done[family].result())
             except Exception as err:  # the worker process itself died: this family failed, the others go on
                 summaries.append(FamilySummary(family=family, error=f"{type(err).__name__}: {err}".splitlines()[0]))
-        suite_run = done[None].result() if with_suite else None
+        section_runs = {}
+        for s in sections:
+            try:
+                section_runs[s] = done[("suite", s)].result()
+            except Exception as err:  # noqa: BLE001 - left out here: the parent's evaluate_suite runs it again
+                get_run_logger().warning("suite section %s failed in its worker: %s", s, err)
     except BaseException:
         runner.__exit__(None, None, None)
         raise
     stopper = threading.Thread(target=runner.__exit__, args=(None, None, None), name="genlib-stop-workers")
     stopper.start()
     _stopping.append(stopper)
-    return summaries, suite_run
+    return summaries, section_runs
 
 
 def wait_for_stopped_workers() -> None:

@@ -209,12 +209,12 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
             def trained_by(f: str) -> Any:
                 return lambda: train_family(train_params[f], dataset.digest)
 
-        suite, pool = None, {}
+        sections, pool = {}, {}
         if plan.mode == "pool":
             get_run_logger().info("families%s on %d worker processes", " and the suite" if params.suite else "",
                                   plan.workers)
             t_pool = time.perf_counter()
-            summaries, suite = run_in_processes(params, dataset, train_params, parent_run_id, runner)
+            summaries, sections = run_in_processes(params, dataset, train_params, parent_run_id, runner)
             pool = {"workers": float(plan.workers), "pool": time.perf_counter() - t_pool}
             stop_if_tracking_lost(summaries, params.models)
         else:
@@ -228,7 +228,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
         report = None
         try:  # the workers exit meanwhile
             if params.suite and eval_runs:
-                report = evaluate_suite_flow(dataset, params.evaluation(), plan.device, eval_runs, suite)
+                report = evaluate_suite_flow(dataset, params.evaluation(), plan.device, eval_runs, sections)
                 seconds["suite"] = report.seconds
         finally:
             wait_for_stopped_workers()

@@ -7,6 +7,7 @@ feature CNN run in a fraction of a second.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -368,6 +369,25 @@ def test_evaluate_model_returns_the_documented_metrics(name, digits8, classifier
         assert REAL_FLOOR_NAME in set(report.tables["generative_quality"]["model"])
     assert all(isinstance(f, Figure) for f in report.figures.values())
     assert f"## {next(iter(report.tables))}" in report.markdown()
+
+
+def test_suite_sections_are_registered_once_and_skip_what_needs_labels(digits8):
+    from genlib.evaluation.suite import get_section, list_sections, plan_sections, register_section
+
+    names = list_sections()
+    assert {"pca_vs_ae", "finetune", "augmentation", "real_floor"} <= set(names)
+    assert plan_sections(digits8) == (names, {})
+    class Unlabelled:  # what plan_sections reads of a data set without labels
+        name, y_train, num_classes = "imgs", None, 0
+
+    run, skipped = plan_sections(Unlabelled())
+    assert run == [n for n in names if not get_section(n).needs_labels]
+    assert set(skipped) == {n for n in names if get_section(n).needs_labels}
+    assert all("needs class labels; imgs has none" == why for why in skipped.values())
+    with pytest.raises(ValueError, match="already registered"):
+        register_section("finetune", needs_labels=True, summary="")(lambda *a, **k: None)
+    with pytest.raises(ValueError, match="unknown suite section 'nope'"):
+        get_section("nope")
 
 
 def test_evaluate_suite_returns_the_five_tables(digits8):

@@ -162,8 +162,15 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking):
     parent = client.get_run(first.run_id)
     assert parent.data.tags["genlib.kind"] == "pipeline" and parent.info.status == "FINISHED"
     children = _runs(mlflow__parentRunId=first.run_id)
-    assert sorted(r.data.tags["genlib.kind"] for r in children) == [
-        "evaluation", "evaluation", "report", "suite", "train", "train"]
+    from genlib.evaluation.suite import list_sections
+
+    kinds = sorted(r.data.tags["genlib.kind"] for r in children)
+    assert kinds == sorted(["evaluation", "evaluation", "report", "train", "train"] + ["suite"] * len(list_sections()))
+    # Each suite section ran as its own job on the pool, beside the families (not in this process).
+    section_pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] == "suite"}
+    assert sorted(r.data.tags["genlib.suite_section"] for r in children
+                  if r.data.tags["genlib.kind"] == "suite") == sorted(list_sections())
+    assert str(os.getpid()) not in section_pids
     # ...and ran at once: each of the two trainings started before the other ended (two processes).
     trains = [r.info for r in children if r.data.tags["genlib.kind"] == "train"]
     assert trains[0].start_time < trains[1].end_time and trains[1].start_time < trains[0].end_time
