@@ -277,9 +277,7 @@ def _register_shapes(name: str, *, rgb: bool, labelled: bool) -> None:
             from genlib.data.shapes import make_shapes
 
             x, y = make_shapes(SHAPES_POOL, rgb=rgb, seed=SHAPES_SEED)
-            if rgb:
-                x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-            x_t = images_to_tensor(x, name)
+            x_t = images_to_tensor(x, name)  # RGB comes as (N, H, W, 3): the layout is detected
             if not labelled:  # one class stands for "no labels", as for an .npz holding only x
                 return split_pool(x_t, torch.zeros(len(x_t), dtype=torch.int64), req, num_classes=1)
             return split_pool(x_t, torch.from_numpy(y), req, num_classes=10)
