@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genlib.data import dataset_names, list_datasets, load_dataset, named
+from genlib.data import dataset_names, list_datasets, load_dataset, shapes
 from genlib.data.shapes import GREY_SIZE, RGB_SIZE, SHAPE_CLASSES, make_shapes
 
 
@@ -47,7 +47,7 @@ def test_classes_differ_in_shape():
     ("shapes-rgb", (3, 32, 32), 10), ("shapes-rgb-unlabelled", (3, 32, 32), 1),
 ])
 def test_named_shapes_sets(tmp_path, monkeypatch, name, shape, classes):
-    monkeypatch.setattr(named, "SHAPES_POOL", 600)  # the full set takes seconds to draw; the plumbing is the same
+    monkeypatch.setattr(shapes, "SHAPES_POOL", 600)  # the full set takes seconds to draw; the plumbing is the same
     assert name in dataset_names()
     assert next(i for i in list_datasets() if i.name == name).available_offline
     data = load_dataset(name, cache_dir=tmp_path)
