@@ -20,7 +20,7 @@ from genlib.evaluation.profiles import EvalProfile
 _HEADLINE = ("test_loss", "test_sq_err_per_image", "fid", "recognised", "class_accuracy", "iwae_nll",
              "ais_log_likelihood")
 # The tables of the suite evaluation run (combined from the suite report and the per-model reports).
-SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality")
+SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality", "skipped")
 
 
 def _artifact_key(*parts: str) -> str:
@@ -65,7 +65,8 @@ def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evalu
         if model_id:
             log_model_input(run_id, model_id)
         t0 = time.perf_counter()
-        features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if model.generates else None
+        needs_features = model.generates and data.labelled  # the feature classifier learns the labels
+        features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if needs_features else None
         report = evaluate_model(model, data, evaluation, device=torch_device, features=features)
         seconds = time.perf_counter() - t0
         tables = log_report(report, run_id, model_id=model_id, data=data)

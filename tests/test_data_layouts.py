@@ -17,7 +17,7 @@ from genlib.images import model_figures, save_figure
 from genlib.models import list_models
 from genlib.spec import data_shape, resolve_spec
 from genlib.training import train_model
-from tiny_configs import TINY
+from tests.tiny_configs import TINY
 
 
 @pytest.fixture(autouse=True)

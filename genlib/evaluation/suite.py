@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from genlib.data.splits import UNLABELLED_REASON, has_labels
 from genlib.evaluation.augmentation import augmentation_experiment
 from genlib.evaluation.classifier import get_feature_classifier
 from genlib.evaluation.finetune import finetune_experiment, pretrain_ae
@@ -27,6 +28,8 @@ def evaluate_suite(data: Any, profile: EvalProfile, *, device: torch.device | st
     Besides its own tables ("pca_vs_ae", "finetune", "finetune_long", "augmentation",
     "augmentation_long") the report carries the data-only baselines of the per-model tables:
     PCA rows in "reconstruction" and the "real (train vs test)" floor in "generative_quality".
+    On data without labels only PCA vs autoencoders runs (without its probe accuracy), and a "skipped" table
+    names each part left out and why.
 
     Args:
         data: a DataSplits (x_* (N, C, H, W) in [0, 1], y_* (N,)).
@@ -50,6 +53,13 @@ def evaluate_suite(data: Any, profile: EvalProfile, *, device: torch.device | st
     figures.update(pca_figs)
     metrics.update(pca_metrics)
     timings["pca_vs_ae"] = time.perf_counter() - t0
+
+    if not has_labels(data):  # the lead's sections with needs_labels replace this
+        tables["pca_vs_ae"] = pca_table.drop(columns="probe_accuracy", errors="ignore")
+        metrics = {k: v for k, v in metrics.items() if not k.endswith("/probe_accuracy")}
+        tables["skipped"] = unlabelled_skips()
+        metrics.update({f"suite_seconds/{k}": v for k, v in timings.items()})
+        return EvaluationReport(tables=tables, figures=figures, metrics={k: float(v) for k, v in metrics.items()})
 
     t0 = time.perf_counter()
     ae = pretrain_ae(data, profile, device, cached=aes)
@@ -82,3 +92,17 @@ def evaluate_suite(data: Any, profile: EvalProfile, *, device: torch.device | st
     logger.info("evaluation suite done in %.1fs: %s", time.perf_counter() - t_start,
                 {k: round(v, 1) for k, v in timings.items()})
     return EvaluationReport(tables=tables, figures=figures, metrics={k: float(v) for k, v in metrics.items()})
+
+
+def unlabelled_skips() -> pd.DataFrame:
+    """The "skipped" table of a suite on data without labels: each part left out, and why."""
+    from genlib.models.catalog import builtin_names, model_info
+
+    conditional = ", ".join(n for n in builtin_names() if model_info(n).conditional)
+    why = UNLABELLED_REASON
+    rows = [("pca_vs_ae probe_accuracy", f"{why} (a linear probe predicts them from the codes)"),
+            ("finetune", f"{why} (it trains classifiers on label budgets)"),
+            ("augmentation", f"{why} (it trains classifiers, and conditional generators)"),
+            ("generative_quality", f"{why} (the real floor uses a classifier of them)"),
+            (f"conditional models ({conditional})", f"{why}: they generate by class")]
+    return pd.DataFrame([{"model": "suite", "section": s, "reason": r} for s, r in rows])
