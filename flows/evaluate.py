@@ -20,7 +20,7 @@ from genlib.evaluation.profiles import EvalProfile
 _HEADLINE = ("test_loss", "test_sq_err_per_image", "fid", "recognised", "class_accuracy", "iwae_nll",
              "ais_log_likelihood")
 # The tables of the suite evaluation run (combined from the suite report and the per-model reports).
-SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality")
+SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality", "skipped")
 
 
 def _artifact_key(*parts: str) -> str:
@@ -65,7 +65,8 @@ def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evalu
         if model_id:
             log_model_input(run_id, model_id)
         t0 = time.perf_counter()
-        features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if model.generates else None
+        needs_features = model.generates and data.labelled  # the feature classifier learns the labels
+        features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if needs_features else None
         report = evaluate_model(model, data, evaluation, device=torch_device, features=features)
         seconds = time.perf_counter() - t0
         tables = log_report(report, run_id, model_id=model_id, data=data)
@@ -135,10 +136,10 @@ def suite_sections(dataset: DatasetRef) -> tuple[list[str], dict[str, str]]:
 def combine_evaluations(dataset: DatasetRef, profile: str, section_runs: dict[str, str], model_runs: dict[str, str],
                         skipped: dict[str, str] | None = None) -> RunRef:
     """The evaluation run the reports read: the suite sections' tables combined with each model's
-    (``reconstruction`` and ``generative_quality`` gain one row per model); ``suite_skipped`` says which
-    sections did not run and why."""
+    (``reconstruction`` and ``generative_quality`` gain one row per model); ``skipped`` says which
+    sections and parts did not run and why."""
     from genlib.evaluation import EvaluationReport, combine_reports
-    from genlib.evaluation.suite import skipped_table
+    from genlib.evaluation.suite import add_skipped
     from genlib.tracking import tags as T
     from genlib.tracking.runs import load_report_tables, log_report
 
@@ -152,7 +153,7 @@ def combine_evaluations(dataset: DatasetRef, profile: str, section_runs: dict[st
     # What the field knows, read off these tables, first in the report (genlib report shows it).
     combined.tables = {"field_checks": field_checks(combined.tables), **combined.tables}
     if skipped:
-        combined.tables["suite_skipped"] = skipped_table(skipped)
+        add_skipped(combined.tables, skipped)
     tags = {T.EVAL_PROFILE: profile, T.SUITE_RUN_ID: ",".join(run for _, run in sorted(section_runs.items())),
             T.MODELS: ",".join(sorted(model_runs)),
             **{f"{T.SUITE_RUN_PREFIX}{section}": run_id for section, run_id in section_runs.items()},
@@ -161,7 +162,7 @@ def combine_evaluations(dataset: DatasetRef, profile: str, section_runs: dict[st
                digest=dataset.digest, tags=tags) as report_run_id:
         log_report(combined, report_run_id)
     publish_artifacts(combined, _artifact_key("report", dataset.name), f"Evaluation of {dataset.name} ({profile})",
-                      ("field_checks", *SUITE_TABLES, "suite_skipped"))
+                      ("field_checks", *SUITE_TABLES))
     return RunRef(run_id=report_run_id, experiment_id=dataset.experiment_id)
 
 

@@ -226,6 +226,23 @@ class PipelineParams(_Params):
         self.evaluation()
         return self
 
+    def without_label_needing(self, dataset: Any) -> tuple[PipelineParams, dict[str, str]]:
+        """These parameters without the families that need labels ``dataset`` lacks, and {family: why skipped}.
+        Raises ConfigError when no family is left."""
+        from genlib.data.splits import UNLABELLED_REASON, has_labels
+        from genlib.errors import ConfigError
+        from genlib.models.catalog import model_info
+
+        if has_labels(dataset):
+            return self, {}
+        skipped = {f: f"{UNLABELLED_REASON}: {f} is conditional" for f in self.models if model_info(f).conditional}
+        left = [f for f in self.models if f not in skipped]
+        if not left:
+            raise ConfigError(f"{dataset.name} has no class labels and every family asked for "
+                              f"({', '.join(self.models)}) is conditional")
+        return self.model_copy(update={"models": left, "model_overrides": {
+            f: o for f, o in self.model_overrides.items() if f in left}}), skipped
+
     @property
     def evaluation_profile(self) -> str:
         return self.eval_profile or self.profile
@@ -262,6 +279,7 @@ class FamilySummary(_Params):
     evaluation: EvaluateResult | None = None
     registration: Registration | None = None
     error: str | None = Field(None, description="first line of the error that stopped this family")
+    skipped: str | None = Field(None, description="why this family was not trained (e.g. it needs class labels)")
 
 
 class PipelineResult(_Params):

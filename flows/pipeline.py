@@ -184,14 +184,18 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     params = params.model_copy(update={"plan": plan})  # what every step below reads
     # The pool's workers start first: their imports run while this process prepares the data and the runs.
     runner = start_pool(params) if plan.mode == "pool" else None
+    all_models = params.models
     try:
         dataset = prepare_data(params.data)
+        params, skipped = params.without_label_needing(dataset)  # conditional families on unlabelled data
     except BaseException:
         if runner is not None:
             runner.__exit__(None, None, None)
         raise
     mark_stale_runs()  # runs left RUNNING by a killed process of this host -> FAILED, with a note
     end_runs_on_signal()  # SIGTERM/SIGINT end this process's runs as KILLED (a no-op off the main thread)
+    if skipped:
+        get_run_logger().info("skipped %s: %s", ", ".join(skipped), next(iter(skipped.values())))
     remote = plan.mode == "deployment"
     with track("pipeline", experiment_id=dataset.experiment_id, name=f"pipeline-{params.profile}-{dataset.name}",
                dataset=dataset.name, digest=dataset.digest,
@@ -223,6 +227,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
                 if summaries:  # prepare_data has just checked it for the first
                     stop_if_tracking_lost(summaries, params.models)
                 summaries.append(run_family(family, params, dataset, trained_by(family)))
+        done = {s.family: s for s in summaries}
+        summaries = [done.get(f) or FamilySummary(family=f, skipped=skipped[f]) for f in all_models]
         seconds = {**_seconds(summaries), "suite": 0.0, **pool}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None
@@ -274,4 +280,4 @@ def summary_row(s: FamilySummary) -> dict[str, Any]:
             "eval_run_id": s.evaluation.run_id if s.evaluation else None,
             "cached": bool(s.train and s.train.cached), "version": reg.version if reg else None,
             "aliases": ",".join(reg.aliases) if reg else "", "promoted": bool(reg and reg.promoted),
-            "reason": reg.reason if reg else None, "error": s.error}
+            "reason": reg.reason if reg else s.skipped, "error": s.error}

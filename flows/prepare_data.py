@@ -32,9 +32,8 @@ def load_and_validate(params: DataParams) -> dict[str, Any]:
     lo, hi = float(data.x_train.min()), float(data.x_train.max())
     if not (0.0 <= lo and hi <= 1.0):
         raise DataError(f"{data.name}: pixel values must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]")
-    if data.num_classes < 2:
-        raise DataError(f"{data.name}: conditional models need at least 2 classes, found {data.num_classes}")
-    get_run_logger().info("%r", data)
+    # Data without labels (one class) is fine: the pipeline skips what needs labels and says why.
+    get_run_logger().info("%r%s", data, "" if data.labelled else " (no class labels)")
     return {"name": data.name, "digest": data.digest, "sizes": data.sizes, "image_shape": data.image_shape,
             "num_classes": data.num_classes, "baselines": data_baselines(data)}
 

@@ -18,6 +18,8 @@ def datasets_command() -> None:
     """List the named data sets and whether each is available offline here."""
     from genlib.data.catalog import list_datasets
 
-    for info in list_datasets():
+    infos = list_datasets()
+    width = max((len(info.name) for info in infos), default=0)
+    for info in infos:
         state = "available" if info.available_offline else "missing"
-        typer.echo(f"{info.name:<14} {state:<10} {info.location}  ({info.description})")
+        typer.echo(f"{info.name:<{width}} {state:<10} {info.location}  ({info.description})")

@@ -120,7 +120,12 @@ def pipeline_command(
         from flows.pipeline import PipelineFailedError, pipeline
 
         store_identity()  # opens (and on first use creates) the tracking store while the server starts
-        load_data(params.data)  # fills the per-process memo; on a new machine it converts and caches MNIST
+        data = load_data(params.data)  # fills the per-process memo; on a new machine it converts and caches MNIST
+        if models:  # asked for by name: a conditional family on unlabelled data is an error, not a skip
+            _, skipped = params.without_label_needing(data)
+            if skipped:
+                raise ConfigError(f"--models {','.join(skipped)}: conditional models need class labels and "
+                                  f"{data.name} has none; leave them out")
         if server is not None:
             server.wait_ready()
         t_ready = time.perf_counter()

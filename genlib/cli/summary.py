@@ -33,12 +33,18 @@ def pipeline_summary(result: Any, total: float, startup: float, target: Any, pre
                "trained": ("cached" if s.train.cached else f"{s.train.train_seconds:.1f}s") if s.train else None}
         if s.error:
             row["gates"] = f"error: {s.error}"[:70]
+        elif s.skipped:
+            row["gates"] = f"skipped: {s.skipped}"[:70]
         rows.append(row)
+    labels = "" if result.dataset.num_classes >= 2 else ", no class labels"
     lines = ["", f"data set {result.dataset.name} (digest {result.dataset.digest[:12]}, "
-                 f"train/val/test {'/'.join(str(n) for n in result.dataset.sizes.values())})",
+                 f"train/val/test {'/'.join(str(n) for n in result.dataset.sizes.values())}{labels})",
              format_table(rows, SUMMARY_COLUMNS)]
     if result.report_run_id:
         lines.append(f"evaluation report: MLflow run {result.report_run_id} (print it with `genlib report`)")
+        if labels:
+            lines.append("  without class labels, the evaluations that need them were skipped: `genlib report`'s "
+                         "table skipped says which and why")
     lines.append(time_line(result.seconds, total, startup))
     lines.append("dashboards: `genlib ui` (MLflow and Prefect on 127.0.0.1, URLs printed)")
     lines.append(f"  MLflow: {'embedded store ' if target.local else ''}{target.uri}")

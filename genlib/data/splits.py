@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,6 +52,11 @@ class DataSplits:
                 raise DataError(f"{self.name}: x_{which} must be float32 (N, *{shape}), got {x.dtype} {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
                 raise DataError(f"{self.name}: y_{which} must be int64 ({len(x)},), got {y.dtype} {tuple(y.shape)}")
+
+    @property
+    def labelled(self) -> bool:
+        """True when the images carry class labels (2 classes or more); see :func:`has_labels`."""
+        return has_labels(self)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -111,6 +117,19 @@ class DataSplits:
             f"DataSplits(name={self.name!r}, train/val/test={sizes}, image_shape={self.image_shape}, "
             f"num_classes={self.num_classes}, digest={self.digest[:12]}…, source={self.source!r})"
         )
+
+
+def has_labels(data: Any) -> bool:
+    """Whether ``data`` (a DataSplits, or anything with ``num_classes``: a flow's DatasetRef) has class labels.
+
+    Unlabelled images (an .npz with only ``x``, a folder of PNGs alone, ``shapes-unlabelled``) are loaded as
+    one class, so fewer than 2 classes means no labels: conditional models and label-needing evaluations
+    do not apply.
+    """
+    return int(getattr(data, "num_classes", 0)) >= 2
+
+
+UNLABELLED_REASON = "the data set has no class labels"
 
 
 def make_splits(

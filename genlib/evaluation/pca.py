@@ -46,7 +46,10 @@ def probe_accuracy(
     codes_train: np.ndarray, y_train: np.ndarray, codes_test: np.ndarray, y_test: np.ndarray, *, max_train: int = 10000,
     seed: int = 0,
 ) -> float:
-    """Test accuracy of a logistic-regression probe (standardised codes) fit on at most max_train train codes."""
+    """Test accuracy of a logistic-regression probe (standardised codes) fit on at most max_train train codes;
+    NaN without labels (fewer than 2 classes in y_train)."""
+    if len(np.unique(y_train)) < 2:
+        return float("nan")
     if codes_train.shape[0] > max_train:
         idx = np.random.default_rng(seed).choice(codes_train.shape[0], max_train, replace=False)
         codes_train, y_train = codes_train[idx], y_train[idx]

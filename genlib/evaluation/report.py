@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 # Order in which markdown() shows the tables it knows; any other table follows in insertion order.
 TABLE_ORDER = (
     "field_checks",
+    "skipped",
     "reconstruction",
     "reconstruction_per_class",
     "denoising",

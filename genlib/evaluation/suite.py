@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from genlib.data.splits import UNLABELLED_REASON, has_labels
 from genlib.evaluation.profiles import EvalProfile
 from genlib.evaluation.report import EvaluationReport, combine_reports
 
@@ -63,19 +64,20 @@ def get_section(name: str) -> SuiteSection:
         raise ValueError(f"unknown suite section {name!r}; known: {', '.join(_SECTIONS)}") from None
 
 
-def has_labels(data: Any) -> bool:
-    """Whether ``data`` has class labels the label-needing sections can use (at least two classes)."""
-    return getattr(data, "y_train", None) is not None and int(getattr(data, "num_classes", 0) or 0) >= 2
-
-
 def plan_sections(data: Any) -> tuple[list[str], dict[str, str]]:
-    """(the sections that apply to ``data`` in start order, {skipped section: why})."""
+    """(the sections that apply to ``data`` in start order, {skipped section or part: why}); without labels the
+    conditional models are named among the skipped too (the pipeline leaves them out)."""
+    from genlib.models.catalog import builtin_names, model_info
+
     run, skipped = [], {}
     for s in _SECTIONS.values():
         if s.needs_labels and not has_labels(data):
-            skipped[s.name] = f"needs class labels; {getattr(data, 'name', 'the data set')} has none"
+            skipped[s.name] = f"{UNLABELLED_REASON} ({s.summary})"
         else:
             run.append(s.name)
+    if not has_labels(data):
+        conditional = ", ".join(n for n in builtin_names() if model_info(n).conditional)
+        skipped[f"conditional models ({conditional})"] = f"{UNLABELLED_REASON}: they generate by class"
     return run, skipped
 
 
@@ -98,17 +100,24 @@ def evaluate_section(name: str, data: Any, profile: EvalProfile, *, device: torc
 
 
 def skipped_table(skipped: dict[str, str]) -> pd.DataFrame:
-    """The ``suite_skipped`` table: one row (section, reason) per section that did not run."""
-    return pd.DataFrame([{"section": k, "reason": v} for k, v in skipped.items()], columns=["section", "reason"])
+    """The ``skipped`` rows of the suite: (model "suite", section, reason) per section or part that did not run."""
+    return pd.DataFrame([{"model": "suite", "section": k, "reason": v} for k, v in skipped.items()],
+                        columns=["model", "section", "reason"])
+
+
+def add_skipped(tables: dict[str, pd.DataFrame], skipped: dict[str, str]) -> None:
+    """Append :func:`skipped_table` rows to ``tables["skipped"]`` (made when absent)."""
+    rows = skipped_table(skipped)
+    tables["skipped"] = pd.concat([tables["skipped"], rows], ignore_index=True) if "skipped" in tables else rows
 
 
 def evaluate_suite(data: Any, profile: EvalProfile, *, device: torch.device | str) -> EvaluationReport:
     """Every section that applies to ``data``, one after the other, combined into one report (tables named as
-    each section names them; ``suite_skipped`` lists the sections that need labels ``data`` lacks)."""
+    each section names them; ``skipped`` lists the sections and parts left out for want of labels)."""
     names, skipped = plan_sections(data)
     report = combine_reports([evaluate_section(n, data, profile, device=device) for n in names])
     if skipped:
-        report.tables["suite_skipped"] = skipped_table(skipped)
+        add_skipped(report.tables, skipped)
     return report
 
 
@@ -116,18 +125,23 @@ def evaluate_suite(data: Any, profile: EvalProfile, *, device: torch.device | st
 # Registered longest first (see register_section). Their imports are inside so that listing sections is cheap.
 
 
-@register_section("pca_vs_ae", needs_labels=True,
-                  summary="PCA against ae and vae codes at each latent size: reconstruction error and a linear probe")
+@register_section("pca_vs_ae", needs_labels=False,
+                  summary="it compares PCA with ae and vae codes at each latent size: reconstruction error and a linear probe")
 def _pca_vs_ae(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.pca import pca_vs_autoencoders
 
     table, figures, metrics, _, recon_rows = pca_vs_autoencoders(data, profile, device=device)
-    return EvaluationReport(tables={"pca_vs_ae": table, "reconstruction": pd.DataFrame(recon_rows)},
-                            figures=figures, metrics=metrics)
+    tables = {"pca_vs_ae": table, "reconstruction": pd.DataFrame(recon_rows)}
+    if not has_labels(data):  # the rest of the section needs none
+        tables["pca_vs_ae"] = table.drop(columns="probe_accuracy", errors="ignore")
+        metrics = {k: v for k, v in metrics.items() if not k.endswith("/probe_accuracy")}
+        add_skipped(tables, {"pca_vs_ae probe_accuracy": f"{UNLABELLED_REASON} (a linear probe predicts them "
+                                                         "from the codes)"})
+    return EvaluationReport(tables=tables, figures=figures, metrics=metrics)
 
 
 @register_section("finetune", needs_labels=True,
-                  summary="an unsupervised ae's encoder fine-tuned with few labels against the same net from scratch")
+                  summary="it fine-tunes an unsupervised ae's encoder with few labels against the same net from scratch")
 def _finetune(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.finetune import finetune_experiment, pretrain_ae
 
@@ -137,7 +151,7 @@ def _finetune(data: Any, profile: EvalProfile, *, device: torch.device) -> Evalu
 
 
 @register_section("augmentation", needs_labels=True,
-                  summary="a classifier's gain from cvae / cgan samples and from classic augmentation")
+                  summary="it measures a classifier's gain from conditional generators' samples and from classic augmentation")
 def _augmentation(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.augmentation import augmentation_experiment
 
@@ -147,7 +161,7 @@ def _augmentation(data: Any, profile: EvalProfile, *, device: torch.device) -> E
 
 
 @register_section("real_floor", needs_labels=True,
-                  summary="the real images' own sample-quality row (train against test): the floor of every metric")
+                  summary="the real images' own sample-quality row (train against test), in a classifier's feature space")
 def _real_floor(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.classifier import get_feature_classifier
     from genlib.evaluation.generative import real_floor_row

@@ -27,7 +27,7 @@ class RBMConfig(ModelConfig):
     persistent: bool = False
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.5, ge=0, lt=1)
-    binarize: bool = True  # train on stochastic binarisations of the grey levels
+    binarize: bool = True  # train on stochastic binarisations of the intensities (each channel's)
     sample_steps: int = Field(1000, ge=1)  # Gibbs sweeps used by sample()
     # "gaussian": linear hidden units with unit-variance Gaussian noise, h ~ N(c + v W, 1), as the
     # code layer on top of Hinton & Salakhutdinov's (2006) pre-training stack.
@@ -50,6 +50,10 @@ class RBMConfig(ModelConfig):
 @register_model("rbm")
 class RBM(GenerativeModel):
     """Energy E(v, h) = -v.b_v - h.b_h - v W h with binary v (B, V) and h (B, H).
+
+    V = C * H * W: a colour image has one Bernoulli visible unit per pixel and channel, whose probability
+    is that channel's intensity in [0, 1] (the same treatment as a grey level; the channels of a pixel
+    are tied only through the hidden units).
 
     Parameters are updated from CD statistics by an SGD-with-momentum optimizer whose
     gradients are written by hand, so the optimizer state checkpoints like any other.

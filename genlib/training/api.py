@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from genlib.data.splits import has_labels
 from genlib.errors import ConfigError
-from genlib.models import GenerativeModel, ModelConfig, get_model, make_config
+from genlib.models import GenerativeModel, ModelConfig, get_model, get_model_class, make_config
 from genlib.training.config import as_device
 from genlib.training.loop import Callback, FitResult, TrainConfig, fit, require_examples
 from genlib.training.pretrain import pretrain_autoencoder
@@ -55,6 +56,9 @@ def train_model(
     if tuple(config.image_shape) != tuple(data.x_train.shape[1:]):
         raise ConfigError(f"image_shape {tuple(config.image_shape)} of the {config.model_name} config does not "
                           f"match the data's {tuple(data.x_train.shape[1:])}")
+    if get_model_class(config.model_name).conditional and not has_labels(data):
+        raise ConfigError(f"{config.model_name} is conditional and needs class labels, but {data.name} has none; "
+                          "train a model that needs no labels")
     train_config = train_config or TrainConfig()
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed too
     model = get_model(config.model_name, config)
