@@ -429,3 +429,26 @@ def test_a_retried_training_resumes_from_its_last_checkpoint(tracking, monkeypat
     resumed = load_genlib_model(result.model_uri)
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
+
+
+def test_pool_workers_start_and_answer_from_their_own_process():
+    """start_pool spawns the plan's workers at the top of the flow (their first job: worker_ready); each answers
+    with its own process id (a worker_ready that raised only logged an error while the pool still worked)."""
+    from prefect import flow
+
+    from flows.local_pool import start_pool, worker_ready
+    from genlib.plan import ExecutionPlan
+
+    plan = ExecutionPlan(device="cpu", workers=2, threads=1, dispatch="local")
+    params = _params(["ae"]).model_copy(update={"plan": plan})
+
+    @flow
+    def started() -> list[int]:
+        runner = start_pool(params)
+        try:
+            return [f.result() for f in [runner.submit(worker_ready, {}) for _ in range(4)]]
+        finally:
+            runner.__exit__(None, None, None)
+
+    pids = started()
+    assert all(isinstance(p, int) for p in pids) and 1 <= len(set(pids)) <= 2 and os.getpid() not in pids
