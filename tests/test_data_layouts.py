@@ -12,7 +12,7 @@ from genlib.cli import main
 from genlib.data import load_dataset
 from genlib.data.convert import channels_first
 from genlib.data.shapes import make_shapes
-from genlib.errors import DataError
+from genlib.errors import ConfigError, DataError
 from genlib.images import model_figures, save_figure
 from genlib.models import list_models
 from genlib.spec import data_shape, resolve_spec
@@ -146,3 +146,25 @@ def test_colour_samples_grid_keeps_colour(tmp_path, rgb):
     x = torch.from_numpy(rgb[0][:20].transpose(0, 3, 1, 2).astype(np.float32) / 255)
     assert _colourful(save_figure(samples_figure(x), tmp_path / "s.png"))
     assert not _colourful(save_figure(samples_figure(x[:, :1]), tmp_path / "g.png"))
+
+
+@pytest.fixture(scope="module")
+def odd_splits(tmp_path_factory, rgb):
+    folder = tmp_path_factory.mktemp("odd")
+    x, y = rgb
+    return load_dataset(str(_save(folder / "odd.npz", x=x[:, :30, :30], y=y)), cache_dir=folder / "cache")
+
+
+@pytest.mark.parametrize("family", list_models())
+def test_other_sizes_train_or_say_why_not_in_one_line(odd_splits, family):
+    # 30x30: the dense families take it; the conv ones halve the size twice and need it divisible by 4.
+    spec = resolve_spec("quick", family, {"model": TINY.get(family, {}), "train": {"epochs": 1, "batch_size": 32}},
+                        data_shape(odd_splits))
+    try:
+        model = train_model(spec.model, odd_splits, spec.train, device="cpu", progress=False).model
+    except ConfigError as err:
+        assert "divisible by 4, got 30x30" in str(err) and "\n" not in str(err)
+        assert family in ("conv-ae", "gan", "cgan")
+    else:
+        labels = torch.arange(2) if model.conditional else None
+        assert not model.generates or model.sample(2, labels=labels).shape == (2, 3, 30, 30)

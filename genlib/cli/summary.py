@@ -34,7 +34,7 @@ def pipeline_summary(result: Any, total: float, startup: float, target: Any, pre
         if s.error:
             row["gates"] = f"error: {s.error}"[:70]
         elif s.skipped:
-            row["gates"] = f"skipped: {s.skipped}"[:70]
+            row.update(primary=None, gates=f"skipped: {s.skipped}"[:70])
         rows.append(row)
     labels = "" if result.dataset.num_classes >= 2 else ", no class labels"
     lines = ["", f"data set {result.dataset.name} (digest {result.dataset.digest[:12]}, "

@@ -19,7 +19,7 @@ from genlib.data.splits import SPLIT_NAMES, DataSplits, compute_digest
 logger = logging.getLogger(__name__)
 
 # Bump when the preparation of any data set changes, so that stale cache files are not reused.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: .npz layouts detected (channels last), PNG folders in colour
 _ARRAY_KEYS = tuple(f"{k}_{w}" for w in SPLIT_NAMES for k in ("x", "y"))
 
 
