@@ -1,6 +1,6 @@
 """``evaluate``: run genlib.evaluation on a logged model (loaded by URI) and log the report to an MLflow
 evaluation run (metrics, tables, plots) and to Prefect (table and markdown artifacts). Also the suite
-evaluation whose five tables combine the suite's report with the per-model ones."""
+evaluation whose tables combine the suite's report with the per-model ones."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from genlib.evaluation.profiles import EvalProfile
 _HEADLINE = ("test_loss", "test_sq_err_per_image", "fid", "recognised", "class_accuracy", "iwae_nll",
              "ais_log_likelihood")
 # The tables of the suite evaluation run (combined from the suite report and the per-model reports).
-SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality", "skipped")
+SUITE_TABLES = ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality", "skipped",
+                "latent_sampling", "generative_vs_discriminative")
 
 
 def _artifact_key(*parts: str) -> str:

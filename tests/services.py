@@ -40,6 +40,8 @@ TINY_EVAL = {
     "likelihood_images": 50, "ais_chains": 4, "ais_betas": 20, "latent_sizes": (2,), "suite_epochs": 1,
     "label_budgets": (20,), "seeds": (0,), "finetune_steps": 5, "augment_budgets": (20,), "n_synthetic": 20,
     "augment_steps": 5, "generator_steps": {"cvae": 5, "cgan": 5}, "pretrain_latent": 2,
+    "sampling_latent_sizes": (2,), "interpolation_pairs": 10, "interpolation_steps": 4, "gvd_label_sizes": (10, 10**6),
+    "gvd_seeds": (0,), "gvd_min_steps": 5, "gvd_max_steps": 5, "gvd_test_images": 100,
 }
 # A subset of digits that trains in a second or two per family.
 SMALL_DATA = {"dataset": "digits", "n_train": 600, "n_val": 100, "n_test": 200}

@@ -64,6 +64,8 @@ def tiny_profile(**extra):
         label_budgets=(20, 10**6), seeds=(0, 1), pretrain_latent=2, finetune_steps=3, classifier_batch_size=16,
         augment_budgets=(20,), n_synthetic=20, augment_steps=3, generator_steps={"cvae": 2, "cgan": 2},
         generator_overrides={"cvae": TINY["cvae"], "cgan": TINY["cgan"]},
+        sampling_latent_sizes=(2,), interpolation_pairs=5, interpolation_steps=4, gvd_label_sizes=(10, 10**6),
+        gvd_seeds=(0,), gvd_min_steps=3, gvd_max_steps=3, gvd_test_images=60,
     )
     settings.update(extra)
     return get_eval_profile("quick", **settings)
@@ -391,19 +393,21 @@ def test_suite_sections_are_registered_once_and_skip_what_needs_labels(digits8):
         get_section("nope")
 
 
-def test_evaluate_suite_returns_the_five_tables(digits8):
+def test_evaluate_suite_returns_its_tables(digits8):
     report = evaluate_suite(digits8, tiny_profile(), device="cpu")
-    for name in ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality"):
+    for name in ("reconstruction", "pca_vs_ae", "finetune", "augmentation", "generative_quality", "latent_sampling",
+                 "generative_vs_discriminative"):
         assert name in report.tables and not report.tables[name].empty, name
     pca = report.tables["pca_vs_ae"]
-    assert set(pca["method"]) == {"pca", "ae", "vae"} and set(pca["latent_size"]) == {2}
+    assert set(pca["method"]) == {"pca", "ae", "vae", "rbm"} and set(pca["latent_size"]) == {2}
     finetune = report.tables["finetune"]
     assert list(finetune.columns) == ["method", "method_key", "unit", "20 labels", "20 labels_mean", "20 labels_std",
                                       "seeds"]  # the 10**6 budget is skipped
     assert set(finetune["unit"]) == {"test error %, lower is better"}
     assert all(f"{m:.2f} +- {s:.2f}" == t for m, s, t in
                zip(finetune["20 labels_mean"], finetune["20 labels_std"], finetune["20 labels"]))
-    assert len(finetune) == len(FINETUNE_METHODS)
+    assert len(finetune) == len(FINETUNE_METHODS) + len(tiny_profile().frozen_representations)
+    assert {"pca_frozen", "vae_frozen", "rbm_frozen"} <= set(finetune["method_key"])
     assert all(re.fullmatch(r"\d+\.\d\d \+- \d+\.\d\d", c) for c in finetune["20 labels"])
     aug = report.tables["augmentation"]
     # real only, classic, the pseudo-labelled reference, and a cvae trained on labelled + pseudo-labelled images
@@ -412,7 +416,8 @@ def test_evaluate_suite_returns_the_five_tables(digits8):
     assert aug["generator_trained_on"][aug.generated].str.startswith("20 labelled + ").all()
     assert aug["generator_trained_on"][aug.method_key == "pseudo_real"].str.startswith("no generator").all()
     assert {"gain_pct_mean", "gain_pct_std", "accuracy_pct_mean", "accuracy_pct_std"} <= set(aug.columns)
-    assert {"pca_vs_ae", "latent_scatter", "finetune", "augmentation"} <= set(report.figures)
+    assert {"pca_vs_ae", "latent_scatter", "finetune", "augmentation", "latent_interpolation_2",
+            "generative_vs_discriminative"} <= set(report.figures)
     documented = DOCS.read_text()
     for key in report.metrics:
         parts = key.split("/")

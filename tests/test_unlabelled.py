@@ -76,9 +76,10 @@ def test_evaluation_without_labels_skips_what_needs_them(data, family):
 def test_suite_without_labels_runs_pca_and_names_the_skipped_parts(data):
     report = evaluate_suite(data, tiny_profile(), device="cpu")
     assert "pca_vs_ae" in report.tables and "probe_accuracy" not in report.tables["pca_vs_ae"].columns
-    assert not {"finetune", "augmentation"} & set(report.tables)
+    assert not {"finetune", "augmentation", "latent_sampling", "generative_vs_discriminative"} & set(report.tables)
+    assert "rbm" in set(report.tables["pca_vs_ae"]["method"])  # its reconstruction needs no labels
     skipped = report.tables["skipped"]
-    assert {"finetune", "augmentation"} <= set(skipped["section"])
+    assert {"finetune", "augmentation", "latent_sampling", "generative_vs_discriminative"} <= set(skipped["section"])
     assert any(all(f in s for f in CONDITIONAL) for s in skipped["section"])
     assert all(np.isfinite(v) for v in report.metrics.values())
 

@@ -32,6 +32,13 @@ FINETUNE_METHODS = {
 }
 
 
+def frozen_label(method: str) -> str:
+    """Readable name of the row ``"<method>_frozen"``: another method's frozen codes with a linear head."""
+    if method == "pca":
+        return "PCA codes (fit on the train split) + linear head"
+    return f"pretrained {method} codes (its encode), frozen + linear head"
+
+
 FINETUNE_UNIT = "test error %, lower is better"
 
 
@@ -78,10 +85,65 @@ def pretrain_ae(data: Any, profile: EvalProfile, device: torch.device, cached: d
     return train_suite_model(profile.pretrain_model, data, profile.pretrain_latent, profile, device)
 
 
+def frozen_representations(data: Any, profile: EvalProfile, device: torch.device,
+                           cached: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
+    """The encoders of ``profile.frozen_representations`` at code size ``profile.pretrain_latent``: reused
+    from ``cached`` (keyed (method, latent size), as ``pca_vs_autoencoders`` fills it) or fitted here.
+
+    Returns {method: an object with ``encode`` (B, C, H, W) -> (B, latent)}.
+    """
+    from genlib.evaluation.pca import PCAEncoder, pca_reconstruct, train_suite_model
+
+    latent, out = profile.pretrain_latent, {}
+    for method in profile.frozen_representations:
+        if cached and (method, latent) in cached:
+            out[method] = cached[(method, latent)]
+        elif method == "pca":
+            pca = pca_reconstruct(data.x_train.flatten(1).cpu().double().numpy(), data.x_train[:1].flatten(1).cpu()
+                                  .double().numpy(), latent)[0]
+            out[method] = PCAEncoder(pca.mean_, pca.components_)
+        else:
+            out[method] = train_suite_model(method, data, latent, profile, device)
+    return out
+
+
+def frozen_codes_experiment(
+    data: Any, profile: EvalProfile, *, device: torch.device, representations: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Few-label rows for other methods' frozen codes: for every label budget and seed (the subsets of
+    :func:`finetune_experiment`), a linear head on each method's standardised codes, trained like the
+    ``frozen`` row (``finetune_steps`` steps, 10x the learning rate).
+
+    Args:
+        representations: {method: encoder} (see :func:`frozen_representations`); rows ``"<method>_frozen"``.
+    Returns:
+        (wide rows and long rows of the tables "finetune" and "finetune_long", metrics).
+    """
+    n_classes, seeds = max(int(data.num_classes), 2), profile.finetune_seed_list
+    subsets = label_subsets(data.y_train, profile.label_budgets, seeds)
+    bs, steps, lr = profile.classifier_batch_size, profile.finetune_steps, profile.classifier_lr
+    codes = {m: _standardised_codes(enc, data.x_train, data.x_test, device, profile.eval_batch_size)
+             for m, enc in representations.items()}
+    methods = {f"{m}_frozen": frozen_label(m) for m in codes}
+    rows = []
+    for (budget, seed), idx in subsets.items():
+        ys = data.y_train[idx.to(data.y_train.device)]
+        for method, (c_train, c_test) in codes.items():
+            with seeded(seed, device):
+                head = nn.Linear(c_train.shape[1], n_classes).to(device)
+            train_classifier(head, c_train[idx], ys, steps=steps, batch_size=bs, lr=10 * lr, seed=seed, device=device)
+            err = 100 * (1 - accuracy(head, c_test, data.y_test, device=device))
+            rows.append({"method": methods[f"{method}_frozen"], "method_key": f"{method}_frozen", "labels": budget,
+                         "seed": seed, "test_error_pct": err})
+    long = pd.DataFrame(rows, columns=["method", "method_key", "labels", "seed", "test_error_pct"])
+    wide, metrics = _wide(long, methods, len(seeds))
+    return wide, long, metrics
+
+
 def finetune_experiment(
-    data: Any, profile: EvalProfile, *, device: torch.device, pretrained: Any | None = None
+    data: Any, profile: EvalProfile, *, device: torch.device, pretrained: Any | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Figure], dict[str, float]]:
-    """Test error of the three methods for every label budget and seed.
+    """Test error of the four methods for every label budget and seed.
 
     Args:
         pretrained: an ``ae`` trained on the whole train split (trained here when None).
@@ -141,9 +203,17 @@ def finetune_experiment(
                          "test_error_pct": err})
     long = pd.DataFrame(rows, columns=["method", "method_key", "labels", "seed", "test_error_pct"])
 
+    wide, metrics = _wide(long, FINETUNE_METHODS, len(seeds))
+    figures = {"finetune": finetune_figure(long)} if not long.empty else {}
+    logger.info("fine-tuning experiment done in %.1fs", time.perf_counter() - t0)
+    return wide, long, figures, metrics
+
+
+def _wide(long: pd.DataFrame, methods: dict[str, str], n_seeds: int) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The wide "finetune" rows of ``methods`` (key -> readable name) from the long rows, and their metrics."""
     wide_rows, metrics = [], {}
     budgets = sorted(long["labels"].unique().tolist()) if not long.empty else []
-    for key, label in FINETUNE_METHODS.items():
+    for key, label in methods.items():
         row: dict[str, Any] = {"method": label, "method_key": key, "unit": FINETUNE_UNIT}
         for budget in budgets:
             vals = long[(long.method_key == key) & (long.labels == budget)]["test_error_pct"].tolist()
@@ -154,12 +224,19 @@ def finetune_experiment(
             metrics[f"finetune/{key}/{budget}/test_error_pct"] = mean
             if not math.isnan(std):  # one seed has no spread
                 metrics[f"finetune/{key}/{budget}/test_error_pct_std"] = std
-        row["seeds"] = len(seeds)
+        row["seeds"] = n_seeds
         wide_rows.append(row)
-    wide = pd.DataFrame(wide_rows)
-    figures = {"finetune": finetune_figure(long)} if not long.empty else {}
-    logger.info("fine-tuning experiment done in %.1fs", time.perf_counter() - t0)
-    return wide, long, figures, metrics
+    return pd.DataFrame(wide_rows), metrics
+
+
+@torch.no_grad()
+def _standardised_codes(encoder: Any, x_train: Tensor, x_test: Tensor, device: torch.device,
+                        batch_size: int) -> tuple[Tensor, Tensor]:
+    """Codes (N, k) of both splits, standardised with the train split's statistics (no labels used)."""
+    c_train = batched(encoder.encode, x_train, device=device, batch_size=batch_size)
+    c_test = batched(encoder.encode, x_test, device=device, batch_size=batch_size)
+    mean, std = c_train.mean(0), c_train.std(0).clamp_min(1e-6)
+    return (c_train - mean) / std, (c_test - mean) / std
 
 
 @torch.no_grad()
@@ -173,7 +250,7 @@ def finetune_figure(long: pd.DataFrame) -> Figure:
     """Test error (%) against label budget, mean +- std over seeds, one line per method."""
     fig = Figure(figsize=(6.5, 4.0), layout="constrained")
     ax = fig.subplots()
-    for key, label in FINETUNE_METHODS.items():
+    for key, label in dict(zip(long["method_key"], long["method"])).items():
         grp = long[long.method_key == key].groupby("labels")["test_error_pct"]
         means, stds = grp.mean(), grp.std().fillna(0)
         ax.errorbar(means.index, means.values, yerr=stds.values, marker="o", capsize=3, label=label)

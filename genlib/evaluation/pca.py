@@ -1,6 +1,7 @@
 """PCA versus autoencoders (Hinton & Salakhutdinov 2006): test squared error per image over latent
-sizes for PCA, ``ae`` and ``vae`` (decoding the posterior mean), a 2-D latent scatter, and the
-accuracy of a logistic-regression probe on each method's codes."""
+sizes for PCA, ``ae`` and ``vae`` (decoding the posterior mean) and an ``rbm`` with as many hidden units
+(its hidden probabilities as the code, reconstructed by one mean-field step), a 2-D latent scatter, and
+the accuracy of a logistic-regression probe on each method's codes."""
 
 from __future__ import annotations
 
@@ -62,11 +63,40 @@ def probe_accuracy(
     return float(probe.score(codes_test, y_test))
 
 
+class PCAEncoder:
+    """The first k principal directions as an encoder: ``encode`` maps (B, C, H, W) to codes (B, k)."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray) -> None:
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)  # (D,)
+        self.components = torch.as_tensor(components, dtype=torch.float32)  # (k, D)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        flat = x.flatten(1).float()
+        return (flat - self.mean.to(flat.device)) @ self.components.to(flat.device).T
+
+
+def suite_config_values(name: str, latent: int, profile: EvalProfile) -> dict[str, Any]:
+    """Config values of a suite model with an L-unit code: what its config has of ``latent_dim`` (code size),
+    ``hidden_dims`` (the profile's) and ``hidden_units`` (an RBM's hidden layer is its code)."""
+    from genlib.models import get_model_class
+
+    fields = get_model_class(name).config_class.model_fields
+    values: dict[str, Any] = {}
+    if "latent_dim" in fields:
+        values["latent_dim"] = int(latent)
+        if "hidden_dims" in fields:
+            values["hidden_dims"] = tuple(profile.suite_hidden_dims)
+    elif "hidden_units" in fields:
+        values["hidden_units"] = int(latent)
+    return values
+
+
 def train_suite_model(name: str, data: Any, latent: int, profile: EvalProfile, device: torch.device, seed: int = 0):
-    """Train the suite's ``ae`` or ``vae`` with the profile's hidden sizes and epochs on the full train split."""
+    """Train a suite model (``ae``, ``vae``, ``rbm``, ...) with an L-unit code and the profile's hidden sizes
+    and epochs on the full train split."""
     from genlib.training import TrainConfig, config_for_data, train_model
 
-    config = config_for_data(name, data, {"hidden_dims": tuple(profile.suite_hidden_dims), "latent_dim": int(latent)})
+    config = config_for_data(name, data, suite_config_values(name, latent, profile))
     cfg = TrainConfig(epochs=profile.suite_epochs, batch_size=profile.suite_batch_size, seed=seed)
     return train_model(config, data, cfg, device=device, progress=False).model.eval()
 
@@ -111,10 +141,13 @@ def _recon(model: Any, x: Tensor, device: torch.device, batch_size: int) -> Tens
 
 
 def pca_vs_autoencoders(
-    data: Any, profile: EvalProfile, *, device: torch.device
+    data: Any, profile: EvalProfile, *, device: torch.device, keep: dict[tuple[str, int], Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Figure], dict[str, float], dict[int, Any], list[dict[str, Any]]]:
     """Run the PCA-vs-autoencoder experiment over ``profile.latent_sizes``.
 
+    Args:
+        keep: when given, filled with every fitted method by (method, latent size): the trained models
+            and a :class:`PCAEncoder` for ``"pca"`` (each has ``encode``), for the experiments that reuse them.
     Returns:
         (table, figures, metrics, the trained ``profile.pretrain_model`` per latent size (reused by fine-tuning),
         "reconstruction" rows for the PCA baselines).
@@ -140,6 +173,8 @@ def pca_vs_autoencoders(
         codes_te = (x_test - pca.mean_) @ components.T
         recon_t = torch.from_numpy(codes_te @ components + pca.mean_).view_as(x_test_t)
         results = {"pca": (codes_tr, codes_te, recon_t, pca_seconds)}
+        if keep is not None:
+            keep[("pca", int(latent))] = PCAEncoder(pca.mean_, components)
         for name in profile.suite_models:
             t0 = time.perf_counter()
             model = train_suite_model(name, data, latent, profile, device)
@@ -150,6 +185,8 @@ def pca_vs_autoencoders(
             )
             if name == profile.pretrain_model:
                 aes[latent] = model
+            if keep is not None:
+                keep[(name, int(latent))] = model
         for method, (c_tr, c_te, rec, secs) in results.items():
             err = reconstruction_errors(rec.clamp(0, 1) if method != "pca" else rec, x_test_t)
             acc = probe_accuracy(c_tr, y_train, c_te, y_test, max_train=profile.probe_max_train)

@@ -42,7 +42,8 @@ class EvalProfile(BaseModel):
 
     # --- suite: PCA vs autoencoders ------------------------------------------------------------
     latent_sizes: tuple[int, ...] = (2, 10, 30)
-    suite_models: tuple[str, ...] = ("ae", "vae")  # compared with PCA at every latent size
+    # Compared with PCA at every latent size (an rbm with that many hidden units: its hidden probabilities).
+    suite_models: tuple[str, ...] = ("ae", "vae", "rbm")
     pretrain_model: str = "ae"  # its encoder is fine-tuned with few labels (one of suite_models)
     suite_hidden_dims: tuple[int, ...] = (256, 128)
     suite_epochs: int = Field(15, ge=1)
@@ -57,6 +58,34 @@ class EvalProfile(BaseModel):
     finetune_steps: int = Field(200, ge=1)
     classifier_batch_size: int = Field(64, ge=1)
     classifier_lr: float = Field(1e-3, gt=0)
+
+    # Codes beside the pretrained ae's in the few-label table: "pca" and any of suite_models (frozen + linear head).
+    frozen_representations: tuple[str, ...] = ("pca", "vae", "rbm")
+
+    # --- suite: random codes decoded (latent_sampling) ---------------------------------------
+    # Latent sizes at which ae and vae decode N(0, I) codes, codes of a Gaussian fitted to the train codes, and
+    # straight lines between test codes; those among latent_sizes reuse the models trained there.
+    sampling_latent_sizes: tuple[int, ...] = (10,)
+    sampling_models: tuple[str, ...] = ("ae", "vae")
+    interpolation_pairs: int = Field(50, ge=1)  # pairs of test images of different classes
+    interpolation_steps: int = Field(12, ge=3)  # points per path, both ends included
+
+    # --- suite: generative vs discriminative classifiers over label counts ----------------------
+    # VAE families classifying by Bayes' rule with the ELBO: a conditional one with each label, an
+    # unconditional one as one model per class. Their configs: gvd_model_overrides. A small code makes a
+    # cvae use its label: with a large one the decoder explains an image from z alone, whatever label it gets.
+    gvd_generative: tuple[str, ...] = ("cvae",)
+    gvd_model_overrides: dict[str, dict[str, Any]] = Field(default_factory=lambda: {
+        "cvae": {"hidden_dims": (256, 128), "latent_dim": 2}, "vae": {"hidden_dims": (256, 128), "latent_dim": 2}})
+    gvd_logistic_max_iter: int = Field(100, ge=1)  # lbfgs iterations of the logistic regression
+    gvd_label_sizes: tuple[int, ...] = (10, 100, 1000, 3000)  # sizes >= the train split mean all of it
+    gvd_seeds: tuple[int, ...] = (0, 1)
+    gvd_all_seeds_up_to: int = Field(100, ge=0)  # larger sizes run the first seed only
+    gvd_epochs: int = Field(10, ge=1)  # passes over the labelled images, clipped to [gvd_min_steps, gvd_max_steps]
+    gvd_min_steps: int = Field(300, ge=1)
+    gvd_max_steps: int = Field(600, ge=1)
+    gvd_test_images: int | None = Field(2000, ge=10)  # seeded subset of the test split; None = all
+    gvd_elbo_samples: int = Field(1, ge=1)  # posterior draws per ELBO of the Bayes-rule classifier
 
     # --- suite: augmentation ------------------------------------------------------------------
     augment_budgets: tuple[int, ...] = (100,)
@@ -81,16 +110,16 @@ class EvalProfile(BaseModel):
     # False: one subset and one pair of generators per budget (seed 0), reused by all classifier seeds.
     generators_per_seed: bool = False
 
-    @field_validator("latent_sizes", "label_budgets", "augment_budgets", "seeds")
+    @field_validator("latent_sizes", "label_budgets", "augment_budgets", "seeds", "gvd_label_sizes", "gvd_seeds")
     @classmethod
     def _non_empty_positive(cls, v: tuple[int, ...], info: Any) -> tuple[int, ...]:
         if not v:
             raise ValueError("must not be empty")
-        if info.field_name != "seeds" and any(n <= 0 for n in v):
+        if info.field_name not in ("seeds", "gvd_seeds") and any(n <= 0 for n in v):
             raise ValueError("every entry must be positive")
         return tuple(v)
 
-    @field_validator("generator_overrides")
+    @field_validator("generator_overrides", "gvd_model_overrides")
     @classmethod
     def _tuples(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         # JSON gives lists where the presets wrote tuples; one form keeps a round trip equal.
@@ -122,6 +151,20 @@ PROFILES: dict[str, EvalProfile] = {
         raise_betas=3000,
         pll_exact=True,
         latent_sizes=(2, 5, 10, 20, 30, 50),
+        sampling_latent_sizes=(2, 10, 30),
+        interpolation_pairs=1000,
+        gvd_label_sizes=(10, 30, 100, 300, 1000, 3000, 10000, 30000, 60000),
+        gvd_seeds=(0, 1, 2, 3, 4),
+        gvd_all_seeds_up_to=1000,
+        gvd_epochs=50,
+        gvd_min_steps=1000,
+        gvd_max_steps=20000,
+        gvd_test_images=None,
+        gvd_elbo_samples=10,
+        gvd_generative=("cvae", "vae"),
+        gvd_model_overrides={"cvae": {"hidden_dims": (500, 500), "latent_dim": 2},
+                             "vae": {"hidden_dims": (500, 500), "latent_dim": 2}},
+        gvd_logistic_max_iter=1000,
         suite_hidden_dims=(1000, 500, 250),
         suite_epochs=50,
         suite_batch_size=128,

@@ -26,6 +26,8 @@ TABLE_ORDER = (
     "finetune",
     "finetune_long",
     "augmentation",
+    "latent_sampling",
+    "generative_vs_discriminative",
 )
 
 

@@ -126,18 +126,49 @@ def evaluate_suite(data: Any, profile: EvalProfile, *, device: torch.device | st
 
 
 @register_section("pca_vs_ae", needs_labels=False,
-                  summary="it compares PCA with ae and vae codes at each latent size: reconstruction error and a linear probe")
+                  summary="it compares PCA with ae, vae and rbm codes at each latent size: reconstruction error and a "
+                          "linear probe; with labels also the ae and vae decoding random codes, and the few-label "
+                          "rows of PCA, vae and rbm codes")
 def _pca_vs_ae(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.pca import pca_vs_autoencoders
 
-    table, figures, metrics, _, recon_rows = pca_vs_autoencoders(data, profile, device=device)
+    trained: dict[tuple[str, int], Any] = {}  # the fitted methods by (method, latent size): reused below
+    table, figures, metrics, _, recon_rows = pca_vs_autoencoders(data, profile, device=device, keep=trained)
     tables = {"pca_vs_ae": table, "reconstruction": pd.DataFrame(recon_rows)}
     if not has_labels(data):  # the rest of the section needs none
         tables["pca_vs_ae"] = table.drop(columns="probe_accuracy", errors="ignore")
         metrics = {k: v for k, v in metrics.items() if not k.endswith("/probe_accuracy")}
         add_skipped(tables, {"pca_vs_ae probe_accuracy": f"{UNLABELLED_REASON} (a linear probe predicts them "
-                                                         "from the codes)"})
-    return EvaluationReport(tables=tables, figures=figures, metrics=metrics)
+                                                         "from the codes)",
+                             "latent_sampling": f"{UNLABELLED_REASON} (the feature CNN that scores the decoded codes "
+                                                "learns from them)"})
+        return EvaluationReport(tables=tables, figures=figures, metrics=metrics)
+    own = EvaluationReport(tables=tables, figures=figures, metrics=metrics)
+    return combine_reports([own, *_reusing_models(data, profile, device, trained)])
+
+
+def _reusing_models(data: Any, profile: EvalProfile, device: torch.device,
+                    trained: dict[tuple[str, int], Any]) -> list[EvaluationReport]:
+    """The parts that reuse the section's models instead of training their own: random codes decoded
+    (latent_sampling) and the few-label rows of frozen PCA, vae and rbm codes (rows of "finetune")."""
+    from genlib.evaluation.finetune import frozen_codes_experiment, frozen_representations
+    from genlib.evaluation.latent_sampling import latent_sampling
+
+    t0 = time.perf_counter()
+    sampling = latent_sampling(data, profile, device=device, trained=trained)
+    sampling.metrics["suite_seconds/latent_sampling"] = time.perf_counter() - t0
+    reps = frozen_representations(data, profile, device, cached=trained)
+    wide, long, metrics = frozen_codes_experiment(data, profile, device=device, representations=reps)
+    return [sampling, EvaluationReport(tables={"finetune": wide, "finetune_long": long}, metrics=metrics)]
+
+
+@register_section("generative_vs_discriminative", needs_labels=True,
+                  summary="it compares Bayes' rule on a cvae's per-class ELBO with logistic regression and the encoder "
+                          "from scratch as the labelled images grow")
+def _generative_vs_discriminative(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
+    from genlib.evaluation.gen_vs_disc import generative_vs_discriminative
+
+    return generative_vs_discriminative(data, profile, device=device)
 
 
 @register_section("finetune", needs_labels=True,
