@@ -52,10 +52,8 @@ def sweep_command(
         return
     if family is None:
         raise ConfigError("missing FAMILY (e.g. genlib sweep ae --dataset digits); --list shows the spaces")
-    from genlib.ops import prefect_server as ps
-
     t_start = time.perf_counter()
-    home = ps.use_project_home()
+    # Validated first (none of this imports prefect): bad input leaves no trace, not even a Prefect home.
     from flows.params import DataParams
     from flows.sweep_params import SweepParams
     from genlib.models import get_model_class
@@ -70,6 +68,9 @@ def sweep_command(
     params = params.model_copy(update={"plan": params.resolve_plan()})
     if resume:
         require_study(params.study_name, resolve_storage())  # reads only: an absent SQLite file stays absent
+    from genlib.ops import prefect_server as ps
+
+    home = ps.use_project_home()  # before prefect reads its settings
     from prefect.settings import PREFECT_API_URL
 
     from genlib.cli.pipeline import _console_logging, _drain_prefect_clients, _using_api

@@ -8,7 +8,7 @@ the embedded store's folder. Any number of processes on any hosts share a study 
 
 Resuming: the driver records a heartbeat for each trial it runs and its host and PID on the trial. A trial
 left RUNNING by a driver that is gone (its PID dead on this host, or no heartbeat for ``GRACE_SECONDS``) is
-marked FAIL and re-queued with the same parameters (Optuna's RetryFailedTrialCallback), so the next sweep
+marked FAIL and re-queued with the same parameters (Optuna's RetryHeartbeatStaleTrialCallback), so the next sweep
 runs it again first.
 """
 
@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from urllib.parse import urlparse
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from genlib.errors import ConfigError, UnknownNameError
@@ -43,6 +44,8 @@ ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_HOST, ATTR_PID, ATTR_PRESET, ATTR_EPOCHS = "host", "pid", "preset", "epochs"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per trial would drown the flow's log
+# Heartbeats and the retry callback are marked experimental: the warning would print in every process.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def resolve_storage(tracking_uri: str | None = None) -> str:
@@ -80,7 +83,7 @@ def open_storage(url: str) -> RDBStorage:
     # SQLite: wait for the lock rather than fail while another process writes.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
 
 
 def study_exists(name: str, url: str) -> bool:
@@ -205,7 +208,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     """Mark FAIL (and re-queue) the trials a gone driver left RUNNING; returns their numbers."""
     host = socket.gethostname()
     recovered = []
-    retry = RetryFailedTrialCallback(max_retry=3)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
         if attrs.get(ATTR_HOST) == host and ATTR_PID in attrs and not _alive(int(attrs[ATTR_PID])):

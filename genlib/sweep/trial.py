@@ -67,8 +67,11 @@ class PruningCallback(Callback):
         self.ref = ref
         self.trial: Any = None
         self._stages = 0
+        self._epochs = 0
 
     def on_fit_begin(self, model: Any, train_config: TrainConfig) -> None:
+        if not self._stages:
+            self._epochs = train_config.epochs
         if self.trial is None and not self._stages:
             from genlib.sweep.study import load_trial
 
@@ -94,7 +97,8 @@ class PruningCallback(Callback):
             known = ", ".join(sorted(k for k in metrics if k.startswith("val_")))
             raise ConfigError(f"metric {key}: the training reports no such metric; per-epoch metrics: {known}")
         self.trial.report(float(metrics[key]), epoch)
-        if self.trial.should_prune():
+        # The last epoch's weights are the trial's result: stopping then would save nothing.
+        if epoch < self._epochs and self.trial.should_prune():
             self.trial.set_user_attr(PRUNED_AT, epoch)
             raise TrialPrunedError(f"trial {self.ref.number} pruned at epoch {epoch} ({key} = {metrics[key]:.5g})",
                                    epoch)
