@@ -20,6 +20,8 @@ from genlib.sweep.trial import PRUNED_AT, PrunerSettings, PruningCallback, Trial
 pytest.register_assert_rewrite("tests.services")
 from tests.services import SMALL_DATA, TINY_EVAL  # noqa: E402
 
+pytest_plugins = ["tests.services"]  # the session's MLflow server and Prefect harness (real-service test)
+
 # --- spaces ------------------------------------------------------------------------------------------
 
 
@@ -178,3 +180,50 @@ def test_storage_sits_beside_the_tracking_store(tmp_path, monkeypatch):
     assert S.resolve_storage() == "postgresql://genlib:secret@db/optuna"
     assert S.redact(S.resolve_storage()) == "postgresql://genlib:***@db/optuna"
     assert S.shareable(S.resolve_storage()) is None
+
+
+# --- real services: the flow -----------------------------------------------------------------------------
+
+
+def test_sweep_nests_its_trials_registers_the_best_and_continues(tracking, prefect_api, tmp_path, monkeypatch):
+    """Two trials (the preset, then one that raises) under one sweep run; the same parameters again add a
+    third trial under the same run. About 40 s: every trial is one epoch on 600 digits."""
+    from mlflow import MlflowClient
+
+    import flows.train
+    from flows.params import DataParams
+    from flows.sweep import sweep
+    from flows.sweep_params import SweepParams
+    from genlib.spec import Overrides
+
+    real = flows.train.train_family
+
+    def flaky(params, digest):  # trial 1 raises: recorded failed, the sweep goes on
+        if params.trial is not None and params.trial.number == 1:
+            raise RuntimeError("a trial that raises")
+        return real(params, digest)
+
+    monkeypatch.setattr(flows.train, "train_family", flaky)
+    params = SweepParams(family="ae", data=DataParams(**SMALL_DATA), trials=2, parallel=1, device="cpu",
+                         dispatch="local", storage=f"sqlite:///{tmp_path / 'optuna.db'}", study="test-sweep-ae",
+                         overrides=Overrides(train={"epochs": 2}, evaluation=TINY_EVAL))
+    first = sweep(params)
+    assert [(t.number, t.state) for t in first.trials] == [(0, "complete"), (1, "failed")]
+    assert first.trials[0].preset and "a trial that raises" in first.trials[1].error
+    assert first.best_number == 0 and first.preset_value == first.best_value
+    assert first.registration is not None and first.registration.name == "genlib-ae-digits"
+    second = sweep(params.model_copy(update={"trials": 1}))
+    assert second.run_id == first.run_id and second.total_trials == 3 and second.trials[0].number == 2
+
+    client = MlflowClient()
+    parent = client.get_run(first.run_id)
+    assert parent.data.tags["genlib.kind"] == "sweep" and "won" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.metrics["trials"] == 3.0
+    plots = {a.path for a in client.list_artifacts(first.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    trials = client.search_runs([parent.info.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{first.run_id}' and tags.`genlib.kind` = 'train'")
+    states = {r.data.tags["genlib.sweep.trial"]: r.data.tags.get("genlib.sweep.trial_state") for r in trials}
+    assert states == {"0": "complete", "2": "complete"}  # trial 1 raised before its run started
+    version = client.get_model_version("genlib-ae-digits", first.registration.version)
+    assert version.run_id in {r.info.run_id for r in trials}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,7 +64,9 @@ def log_study_figures(run_id: str, study: Any) -> list[str]:
     logged = []
     for name, function in FIGURES.items():
         try:
-            ax = getattr(ovm, function)(study)
+            with warnings.catch_warnings():  # "experimental", and few trials to rank: the figure says as much
+                warnings.simplefilter("ignore")
+                ax = getattr(ovm, function)(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(8, 5)
             client.log_figure(run_id, fig, f"plots/{name}.png")
