@@ -97,6 +97,8 @@ class SweepResult(_Params):
     metric: str
     direction: str
     epochs_saved: int = Field(0, description="planned epochs the pruned trials did not run (this command's)")
+    best_metrics: dict[str, float] = Field(default_factory=dict, description="the best trial's evaluation")
+    preset_metrics: dict[str, float] = Field(default_factory=dict, description="the preset trial's evaluation")
     registration: Registration | None = None
     error: str | None = Field(None, description="why the best trial was not registered")
     seconds: float = 0.0

@@ -26,16 +26,36 @@ def best_train(study: Any) -> tuple[int | None, float | None, TrainResult | None
     return best.number, best.value, TrainResult.model_validate(train) if train else None
 
 
-def preset_value(study: Any) -> tuple[int | None, float | None]:
-    """(number, value) of the study's finished preset trial (trial 0 of a new study); Nones when it did not finish."""
+def preset_value(study: Any) -> tuple[int | None, float | None, TrainResult | None]:
+    """(number, value, training result) of the study's finished preset trial (trial 0 of a new study); Nones
+    when it did not finish."""
     from optuna.trial import TrialState
 
     from genlib.sweep.study import ATTR_PRESET
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get(ATTR_PRESET):
-            return t.number, t.value
-    return None, None
+            train = t.user_attrs.get("train")
+            return t.number, t.value, TrainResult.model_validate(train) if train else None
+    return None, None, None
+
+
+def evaluate_preset(params: SweepParams, plan: ExecutionPlan, dataset: DatasetRef, train: TrainResult) -> dict:
+    """The preset trial's evaluation metrics (the same evaluation as the best's, so the two compare on the
+    family's primary metric and sample quality); empty when it fails."""
+    from flows.evaluate import evaluate_logged_model
+    from flows.params import EvaluateParams
+    from genlib.tracking.runs import nested_under
+
+    try:
+        with nested_under(train.run_id):
+            return dict(evaluate_logged_model(EvaluateParams(
+                model_uri=train.model_uri, data=params.data, profile=params.profile,
+                eval_overrides=params.overrides.evaluation, device=plan.device, train_run_id=train.run_id,
+                expected_digest=dataset.digest), dataset.digest, label="preset").metrics)
+    except Exception as err:  # noqa: BLE001 - the comparison is extra; the sweep's result stands without it
+        get_run_logger().warning("the preset trial's evaluation failed: %s", str(err).splitlines()[0] if str(err) else err)
+        return {}
 
 
 def epochs_saved(study: Any) -> int:
@@ -74,19 +94,24 @@ def finish_sweep(study: Any, params: SweepParams, space: Any, plan: ExecutionPla
     """Register the best trial (gates, champion only if it beats the current one) and describe the sweep."""
     from optuna.trial import TrialState
 
+    from genlib.models.catalog import model_info
     from genlib.tracking.sweep import margin_sentence
     from genlib.tracking.version_page import run_link
 
     logger = get_run_logger()
     number, value, train = best_train(study)
-    preset_number, preset = preset_value(study)
-    registration, error = None, None
+    preset_number, preset, preset_train = preset_value(study)
+    registration, error, best_metrics, preset_metrics = None, None, {}, {}
     if train is not None:
         local = plan if plan.dispatch == "local" else plan.model_copy(update={"dispatch": "local"})
         family_params = PipelineParams(data=params.data, models=[params.family], profile=params.profile,
                                        eval_overrides=params.overrides.evaluation, suite=False, plan=local)
         summary = run_family(params.family, family_params, dataset, lambda: train)
         registration, error = summary.registration, summary.error
+        best_metrics = dict(summary.evaluation.metrics) if summary.evaluation is not None else {}
+        if preset_train is not None:
+            preset_metrics = (best_metrics if preset_number == number
+                              else evaluate_preset(params, local, dataset, preset_train))
     else:
         error = "no trial finished"
     counts = {s: len(study.get_trials(deepcopy=False, states=(st,))) for s, st in
@@ -94,6 +119,10 @@ def finish_sweep(study: Any, params: SweepParams, space: Any, plan: ExecutionPla
     saved = epochs_saved(study)
     total = len(study.get_trials(deepcopy=False))
     margin = margin_sentence(space.metric, space.direction, value, preset, number, preset_number)
+    primary = model_info(params.family).primary_metric
+    if primary != space.metric and primary in best_metrics and primary in preset_metrics:
+        margin += f" On the primary metric: {primary} {best_metrics[primary]:.5g} against the preset's " \
+                  f"{preset_metrics[primary]:.5g}."
     if registration is not None:
         reg = (f" Its model is {registration.name} version {registration.version}: "
                f"{'champion' if registration.promoted else 'not champion'} ({registration.reason}).")
@@ -107,10 +136,13 @@ def finish_sweep(study: Any, params: SweepParams, space: Any, plan: ExecutionPla
             f"pruned, {counts['failed']} failed ({len(outcomes)} run by the latest command); pruning saved {saved} "
             f"epochs. {margin}{best_link}{reg}")
     metrics = {"trials": float(total), **{f"trials_{k}": float(v) for k, v in counts.items()},
-               "epochs_saved": float(saved), "best_value": value, "preset_value": preset}
+               "epochs_saved": float(saved), "best_value": value, "preset_value": preset,
+               **{f"best_{k}": v for k, v in best_metrics.items() if k == primary},
+               **{f"preset_{k}": v for k, v in preset_metrics.items() if k == primary}}
     log_parent(parent, study, _rows(study), {k: v for k, v in metrics.items() if v is not None}, note, number)
     logger.info(note)
     return SweepResult(study=params.study_name, storage=storage, run_id=parent, experiment_id=dataset.experiment_id,
                        trials=outcomes, total_trials=total, best_number=number, best_value=value,
-                       preset_value=preset, metric=space.metric, direction=space.direction,
+                       preset_value=preset, best_metrics=best_metrics, preset_metrics=preset_metrics,
+                       metric=space.metric, direction=space.direction,
                        epochs_saved=saved, registration=registration, error=error, seconds=seconds)
