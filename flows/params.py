@@ -12,7 +12,7 @@ from genlib.models import list_models
 from genlib.plan import ExecutionPlan
 from genlib.presets import ProfileName
 from genlib.spec import Overrides, RunSpec
-from genlib.sweep.trial import TrialRef
+from genlib.sweep.refs import TrialRef
 from genlib.tracking.registry import Registration
 
 # The registered model names as a Literal, so the Prefect UI offers a choice (and pydantic refuses others).

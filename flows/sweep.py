@@ -56,7 +56,7 @@ def _submit(runner: Any, study: Any, storage: Any, params: SweepParams, space: A
     from genlib.errors import GenlibError
     from genlib.spec import resolve_spec
     from genlib.sweep import study as S
-    from genlib.sweep.trial import TrialRef
+    from genlib.sweep.refs import TrialRef
 
     trial = study.ask(S.distributions(space))
     preset = bool(trial.user_attrs.get(S.ATTR_PRESET))

@@ -11,7 +11,7 @@ from flows.params import DEVICE_HELP, DataParams, Device, ModelName, TrainResult
 from genlib.plan import ExecutionPlan
 from genlib.presets import ProfileName
 from genlib.spec import Overrides
-from genlib.sweep.trial import PrunerSettings
+from genlib.sweep.refs import PrunerSettings
 from genlib.tracking.registry import Registration
 
 TrialState = Literal["complete", "pruned", "failed"]

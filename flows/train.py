@@ -15,7 +15,7 @@ from flows.params import DataParams, TrainParams, TrainResult
 from flows.prepare_data import check_tracking_store, load_and_validate
 from flows.results import RESULTS
 from genlib.spec import RunSpec
-from genlib.sweep.trial import PruningCallback, TrialRef
+from genlib.sweep.refs import TrialRef
 
 
 def retry_unless_user_error(task_: Any, task_run: Any, state: Any) -> bool:
@@ -56,6 +56,7 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
     from genlib.tracking import resume
     from genlib.tracking import tags as T
     from genlib.tracking.runs import log_dataset_input, run_name
+    from genlib.sweep.trial import PruningCallback
     from genlib.tracking.version_page import weights_sentence
     from genlib.training import save_checkpoint, train_model
 

@@ -15,7 +15,8 @@ from genlib.models import list_models
 from genlib.spec import resolve_spec
 from genlib.sweep import study as S
 from genlib.sweep.spaces import SPACES, Choice, FloatRange, IntRange, parse_space_option, resolve_space
-from genlib.sweep.trial import PRUNED_AT, PrunerSettings, PruningCallback, TrialPrunedError, TrialRef
+from genlib.sweep.refs import PRUNED_AT, PrunerSettings, TrialRef
+from genlib.sweep.trial import PruningCallback, TrialPrunedError
 
 pytest.register_assert_rewrite("tests.services")
 from tests.services import SMALL_DATA, TINY_EVAL  # noqa: E402

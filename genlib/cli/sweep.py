@@ -106,8 +106,12 @@ def sweep_command(
     total = time.perf_counter() - t_start
     if as_json:
         typer.echo(json.dumps({**json_safe(result.model_dump(mode="json")), "wall_seconds": total}, indent=2))
-        return
-    typer.echo(summary(result, total))
+    else:
+        typer.echo(summary(result, total))
+    if result.best_number is None:
+        from genlib.errors import GenlibError
+
+        raise GenlibError(f"no trial of study {result.study} finished; nothing registered (see the trials above)")
 
 
 def summary(result: object, wall: float) -> str:

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from genlib.errors import ConfigError, UnknownNameError
 from genlib.sweep.spaces import Choice, FloatRange, SearchSpace
-from genlib.sweep.trial import PrunerSettings, TrialRef
+from genlib.sweep.refs import PrunerSettings, TrialRef
 
 STORAGE_ENV = "GENLIB_OPTUNA_STORAGE"
 STORAGE_FILE = "optuna.db"
@@ -132,7 +132,7 @@ def trial_id(storage: RDBStorage, study: str, number: int) -> int:
 
 def pruned_at(ref: TrialRef) -> int | None:
     """The epoch at which trial ``ref``'s training was pruned (None: it was not), read from the storage."""
-    from genlib.sweep.trial import PRUNED_AT
+    from genlib.sweep.refs import PRUNED_AT
 
     storage = open_storage(ref.storage or resolve_storage())
     value = storage.get_trial(ref.trial_id).user_attrs.get(PRUNED_AT)

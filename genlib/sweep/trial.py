@@ -1,5 +1,5 @@
-"""One trial as its training sees it: :class:`TrialRef` (what a ``train`` run is told, in its parameters) and
-:class:`PruningCallback` (reports each epoch's validation metric to the study and stops a pruned training).
+"""One trial as its training sees it: :class:`PruningCallback` reports each epoch's validation metric to the
+study named by its :class:`~genlib.sweep.refs.TrialRef` and stops a pruned training (TrialPrunedError).
 
 The callback runs wherever the training runs (a local pool worker or a ``train`` deployment run on any host)
 and talks to the study's shared storage itself; optuna is imported when it starts, not here.
@@ -9,39 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from genlib.errors import GenlibError
+from genlib.sweep.refs import PRUNED_AT, TrialRef
 from genlib.training.config import Callback, TrainConfig
 
-# The trial's user attribute that says at which epoch its training was pruned (the sweep reads it back).
-PRUNED_AT = "pruned_at_epoch"
-
-
-class PrunerSettings(BaseModel):
-    """Optuna's MedianPruner: prune a trial whose metric at an epoch is worse than the median of the earlier
-    trials' at that epoch, once ``n_startup_trials`` trials finished and after ``n_warmup_steps`` epochs."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_startup_trials: int = Field(3, ge=0)
-    n_warmup_steps: int = Field(2, ge=0)
-
-
-class TrialRef(BaseModel):
-    """Which trial a training belongs to: the study (by name, in ``storage``), the trial, and what to report."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    study: str = Field(min_length=1)
-    number: int = Field(ge=0)
-    trial_id: int = Field(ge=0, description="the trial's id in the storage")
-    storage: str | None = Field(None, description="Optuna storage URL; None: the worker's own "
-                                "(genlib.sweep.study.resolve_storage, e.g. from $GENLIB_OPTUNA_STORAGE)")
-    prune_on: str | None = Field(None, description="per-epoch validation metric reported to the study")
-    direction: str = "minimize"
-    pruner: PrunerSettings = PrunerSettings()
-
+__all__ = ["PRUNED_AT", "PruningCallback", "TrialPrunedError", "TrialRef"]
 
 class TrialPrunedError(GenlibError):
     """The study pruned this trial at ``epoch`` (not a failure: the sweep records it pruned). Its MLflow run

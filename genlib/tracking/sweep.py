@@ -55,8 +55,10 @@ def log_study_figures(run_id: str, study: Any) -> list[str]:
     """Optuna's figures of ``study`` as ``plots/<name>.png`` on run ``run_id``; a figure Optuna cannot draw yet
     (importances need two finished trials) is skipped with a log line. Returns the names logged."""
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials": the missing figure says it
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
