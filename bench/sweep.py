@@ -60,7 +60,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     extra = "".join(f" --set {s}" for s in args.set or [])
-    lines = [BEGIN, "## Sweeps against the quick presets (`genlib sweep`, vae and gan, MNIST defaults)", "",
+    families = ", ".join(dict.fromkeys(r["family"] for r in rows))
+    lines = [BEGIN, f"## Sweeps against the quick presets (`genlib sweep`: {families} on {args.dataset})", "",
              f"Command: `python -m bench.sweep --trials {args.trials}{extra}` ({args.n_train} training and "
              f"{args.n_val} validation images of {args.dataset}, CPU, a fresh store and study per row). {when}, "
              f"{platform.machine()}, {os.cpu_count()} cores. The preset runs as trial 0; 'best' is the study's best "

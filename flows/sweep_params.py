@@ -25,7 +25,7 @@ class SweepParams(_Params):
     profile: ProfileName = Field("quick", description="the presets the trials start from (the preset is trial 0)")
     trials: int = Field(16, ge=1, le=10000, description="trials to run now (a study continued adds this many)")
     parallel: int = Field(1, ge=1, le=64, description="trials at once (a Prefect global concurrency limit)")
-    metric: str | None = Field(None, description="objective: a val_* training metric or an evaluation metric "
+    metric: str | None = Field(None, min_length=1, description="objective: a val_* training metric or an evaluation metric "
                                "(default: the family's space)")
     overrides: Overrides = Field(Overrides(), description="pinned model / train / evaluation fields (--set)",
                                  json_schema_extra={"examples": [{"train": {"epochs": 2}}]})

@@ -86,6 +86,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
     assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))  # no store, study, Prefect home
 
 
+def test_the_deployment_form_is_typed_and_refuses_bad_values():
+    from prefect.utilities.callables import parameter_schema
+    from pydantic import ValidationError
+
+    from flows.sweep import sweep
+    from flows.sweep_params import SweepParams
+
+    props = parameter_schema(sweep).model_dump()["definitions"]["SweepParams"]["properties"]
+    assert props["trials"]["minimum"] == 1 and props["parallel"]["minimum"] == 1
+    assert set(list_models()) <= set(json_enum(props["family"]))
+    SweepParams(family="ae", space=props["space"]["examples"][0], overrides=props["overrides"]["examples"][0])
+    for bad in ({"trials": 0}, {"parallel": 0}, {"space": ["model.lr=0.1:0.01"]}, {"space": ["model.nope=1:2"]},
+                {"overrides": {"model": {"nope": 1}}}, {"metric": ""}):
+        with pytest.raises(ValidationError):
+            SweepParams(family="ae", **bad)
+
+
+def json_enum(prop: dict) -> list:
+    """The choices of a schema property (inline, or behind a reference Prefect's schema leaves in place)."""
+    return prop.get("enum") or next((p["enum"] for p in prop.get("allOf", []) + prop.get("anyOf", []) if "enum" in p), [])
+
+
 def test_list_shows_every_space():
     done = subprocess.run([sys.executable, "-m", "genlib.cli", "sweep", "--list"], capture_output=True, text=True)
     assert done.returncode == 0
