@@ -46,6 +46,8 @@ ATTR_HOST, ATTR_PID, ATTR_PRESET, ATTR_EPOCHS = "host", "pid", "preset", "epochs
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per trial would drown the flow's log
 # Heartbeats and the retry callback are marked experimental: the warning would print in every process.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# The driver asks and tells itself (not Study.optimize), and records the heartbeats itself (Heartbeat below).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def resolve_storage(tracking_uri: str | None = None) -> str:
