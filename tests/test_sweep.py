@@ -210,7 +210,8 @@ def test_storage_sits_beside_the_tracking_store(tmp_path, monkeypatch):
 
 def test_sweep_nests_its_trials_registers_the_best_and_continues(tracking, prefect_api, tmp_path, monkeypatch):
     """Two trials (the preset, then one that raises) under one sweep run; the same parameters again add a
-    third trial under the same run. About 40 s: every trial is one epoch on 600 digits."""
+    third trial under the same run. About 40 s: small networks, 2 epochs on 600 digits. It owns the cvae in
+    the session's tracking server (tests/test_flows.py's tests own the other families' runs and versions)."""
     from mlflow import MlflowClient
 
     import flows.train
@@ -227,14 +228,15 @@ def test_sweep_nests_its_trials_registers_the_best_and_continues(tracking, prefe
         return real(params, digest)
 
     monkeypatch.setattr(flows.train, "train_family", flaky)
-    params = SweepParams(family="ae", data=DataParams(**SMALL_DATA), trials=2, parallel=1, device="cpu",
-                         dispatch="local", storage=f"sqlite:///{tmp_path / 'optuna.db'}", study="test-sweep-ae",
-                         overrides=Overrides(train={"epochs": 2}, evaluation=TINY_EVAL))
+    params = SweepParams(family="cvae", data=DataParams(**SMALL_DATA), trials=2, parallel=1, device="cpu",
+                         dispatch="local", storage=f"sqlite:///{tmp_path / 'optuna.db'}", study="test-sweep-cvae",
+                         overrides=Overrides(model={"hidden_dims": (64, 32)}, train={"epochs": 2},
+                                             evaluation=TINY_EVAL))
     first = sweep(params)
     assert [(t.number, t.state) for t in first.trials] == [(0, "complete"), (1, "failed")]
     assert first.trials[0].preset and "a trial that raises" in first.trials[1].error
     assert first.best_number == 0 and first.preset_value == first.best_value
-    assert first.registration is not None and first.registration.name == "genlib-ae-digits"
+    assert first.registration is not None and first.registration.name == "genlib-cvae-digits"
     second = sweep(params.model_copy(update={"trials": 1}))
     assert second.run_id == first.run_id and second.total_trials == 3 and second.trials[0].number == 2
 
@@ -248,5 +250,24 @@ def test_sweep_nests_its_trials_registers_the_best_and_continues(tracking, prefe
                                 f"tags.`mlflow.parentRunId` = '{first.run_id}' and tags.`genlib.kind` = 'train'")
     states = {r.data.tags["genlib.sweep.trial"]: r.data.tags.get("genlib.sweep.trial_state") for r in trials}
     assert states == {"0": "complete", "2": "complete"}  # trial 1 raised before its run started
-    version = client.get_model_version("genlib-ae-digits", first.registration.version)
+    version = client.get_model_version("genlib-cvae-digits", first.registration.version)
     assert version.run_id in {r.info.run_id for r in trials}
+
+
+def test_the_benchmark_table_compares_best_and_preset_and_the_worker_counts():
+    import argparse
+
+    from bench.sweep import render
+
+    def result(best: float, wall_trials: list[str]) -> dict:
+        return {"trials": [{"state": s} for s in wall_trials], "epochs_saved": 7, "metric": "val_loss",
+                "best_value": best, "best_number": 3, "preset_value": 100.0,
+                "best_metrics": {"test_loss": 90.0, "recognised": 0.8, "precision": 0.7, "fid": 20.0},
+                "preset_metrics": {"test_loss": 99.0, "recognised": 0.6, "precision": 0.5, "fid": 30.0}}
+
+    rows = [{"family": "vae", "workers": 1, "wall": 200.0, "result": result(95.0, ["complete", "pruned"])},
+            {"family": "vae", "workers": 2, "wall": 125.0, "result": result(94.0, ["complete", "failed"])}]
+    args = argparse.Namespace(trials=2, set=None, n_train=10000, n_val=2000, dataset="mnist")
+    text = render(rows, args)
+    assert "| vae | 1 | 200 s | 1 / 1 / 0 | 7 | val_loss 95 (#3) vs 100 | test_loss 90 vs 99 | 0.8 vs 0.6 |" in text
+    assert "vae 1.60x" in text and text.startswith("<!-- sweep:begin -->") and text.endswith("<!-- sweep:end -->")
