@@ -71,7 +71,7 @@ def _submit(runner: Any, study: Any, storage: Any, params: SweepParams, space: A
     ref = TrialRef(study=params.study_name, number=trial.number,
                    trial_id=S.trial_id(storage, params.study_name, trial.number),
                    storage=S.shareable(context["storage_url"]), prune_on=space.prune_on,
-                   direction=space.direction, pruner=params.pruner)
+                   pruner=params.pruner)
     context["heartbeat"].add(ref.trial_id)
     remote = params.train_deployment if plan.mode == "deployment" else None
     train_params = TrainParams(family=params.family, profile=params.profile, data=params.data, spec=spec,

@@ -20,13 +20,14 @@ TrialState = Literal["complete", "pruned", "failed"]
 class SweepParams(_Params):
     """An Optuna study of one family on one data set: ``trials`` more trials, at most ``parallel`` at once."""
 
-    family: ModelName = Field(description="the family to tune (`genlib sweep --list` shows the spaces)")  # type: ignore[valid-type]
+    family: ModelName = Field(  # type: ignore[valid-type]
+        description="the family to tune (`genlib sweep --list` shows the spaces)")
     data: DataParams = DataParams(dataset="mnist", n_train=10000, n_val=2000)
     profile: ProfileName = Field("quick", description="the presets the trials start from (the preset is trial 0)")
     trials: int = Field(16, ge=1, le=10000, description="trials to run now (a study continued adds this many)")
     parallel: int = Field(1, ge=1, le=64, description="trials at once (a Prefect global concurrency limit)")
-    metric: str | None = Field(None, min_length=1, description="objective: a val_* training metric or an evaluation metric "
-                               "(default: the family's space)")
+    metric: str | None = Field(None, min_length=1, description="objective: a val_* training metric or an "
+                               "evaluation metric (default: the family's space)")
     overrides: Overrides = Field(Overrides(), description="pinned model / train / evaluation fields (--set)",
                                  json_schema_extra={"examples": [{"train": {"epochs": 2}}]})
     space: list[str] = Field(default_factory=list, description="FIELD=LOW:HIGH[:log] or FIELD=A,B,C over the "

@@ -30,5 +30,4 @@ class TrialRef(BaseModel):
     storage: str | None = Field(None, description="Optuna storage URL; None: the worker's own "
                                 "(genlib.sweep.study.resolve_storage, e.g. from $GENLIB_OPTUNA_STORAGE)")
     prune_on: str | None = Field(None, description="per-epoch validation metric reported to the study")
-    direction: str = "minimize"
     pruner: PrunerSettings = PrunerSettings()
