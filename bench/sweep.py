@@ -4,7 +4,8 @@ each in a fresh tracking store and study (the user cache kept: data and feature 
 trial against the preset's (trial 0) on the objective, the family's primary metric and sample quality
 (recognised, precision, FID), the wall time of each worker count, and the epochs pruning saved; writes the
 table to docs/benchmarks.md. Run ``python -m bench.sweep`` on a quiet machine (an hour or more on 2 CPU
-cores); ``--trials 2 --set train.epochs=1 --dry`` checks that it works in minutes.
+cores); ``--trials 2 --set train.epochs=1 --dry`` checks that it works in minutes. The second domain (drawn
+shapes): ``--dataset shapes --families FAMILY --workers 1`` for a family whose preset fails its gates there.
 """
 
 from __future__ import annotations
