@@ -12,6 +12,7 @@ from genlib.models import list_models
 from genlib.plan import ExecutionPlan
 from genlib.presets import ProfileName
 from genlib.spec import Overrides, RunSpec
+from genlib.sweep.refs import TrialRef
 from genlib.tracking.registry import Registration
 
 # The registered model names as a Literal, so the Prefect UI offers a choice (and pydantic refuses others).
@@ -83,6 +84,8 @@ class TrainParams(_Params):
                          "the last checkpoint")
     retrain: bool = Field(False, description="train again even when a finished run has this config and data "
                           "(otherwise that run is reused)")
+    trial: TrialRef | None = Field(None, description="the sweep trial this training is (genlib sweep): it reports "
+                                   "each epoch's validation metric to the study and stops when pruned")
 
     @model_validator(mode="after")
     def _spec_valid(self) -> TrainParams:

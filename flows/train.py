@@ -15,6 +15,7 @@ from flows.params import DataParams, TrainParams, TrainResult
 from flows.prepare_data import check_tracking_store, load_and_validate
 from flows.results import RESULTS
 from genlib.spec import RunSpec
+from genlib.sweep.refs import TrialRef
 
 
 def retry_unless_user_error(task_: Any, task_run: Any, state: Any) -> bool:
@@ -39,8 +40,11 @@ def retry_unless_user_error(task_: Any, task_run: Any, state: Any) -> bool:
 @task(cache_policy=SpecAndStore(), persist_result=True, result_serializer=RESULTS,
       retry_condition_fn=retry_unless_user_error)
 def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str = "auto",
-                image_every: int | None = None) -> TrainResult:
+                image_every: int | None = None, trial: TrialRef | None = None) -> TrainResult:
     """Train ``spec`` in an MLflow run and log the model; a failure (NaN loss, crash) leaves the run FAILED.
+
+    ``trial`` (a sweep's): the run is tagged with its study and number, and each epoch's validation metric
+    goes to the study; a pruned trial stops with TrialPrunedError and its run ends KILLED.
 
     Checkpoints go to the resume folder of (spec, digest) (genlib.tracking.resume) every
     ``spec.train.checkpoint_every`` epochs; when an earlier attempt left one (a kill, a crash, a retry),
@@ -52,6 +56,7 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
     from genlib.tracking import resume
     from genlib.tracking import tags as T
     from genlib.tracking.runs import log_dataset_input, run_name
+    from genlib.sweep.trial import PruningCallback
     from genlib.tracking.version_page import weights_sentence
     from genlib.training import save_checkpoint, train_model
 
@@ -65,6 +70,8 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
     tags = {T.MODEL: spec.family, T.PROFILE: spec.profile}
     if resuming:
         tags[T.RESUMED_FROM_EPOCH] = str(point.epoch)
+    if trial is not None:
+        tags.update({T.SWEEP_STUDY: trial.study, T.SWEEP_TRIAL: str(trial.number)})
     with track("train", experiment_id=experiment_id, name=run_name(spec.family, spec.profile, key), dataset=data.name,
                digest=digest, config_key=key, device=str(torch_device), tags=tags,
                run_id=point.run_id if resuming else None) as run_id:
@@ -75,8 +82,9 @@ def fit_and_log(spec: RunSpec, data_params: DataParams, digest: str, device: str
             logger.info("training %s on %s (%s), MLflow run %s", spec.family, torch_device, data.name, run_id)
             log_dataset_input(data, context="training", run_id=run_id)
         callback = MLflowCallback(run_id, data.x_test, data.y_test, seed=spec.train.seed, image_every=image_every)
+        callbacks = [callback, PruningCallback(trial)] if trial is not None else [callback]
         try:
-            trained = train_model(spec.model, data, spec.train, device=torch_device, callbacks=[callback],
+            trained = train_model(spec.model, data, spec.train, device=torch_device, callbacks=callbacks,
                                   checkpoint_dir=point.folder, resume_from=point.checkpoint if resuming else None,
                                   progress=False)
         finally:
@@ -145,8 +153,8 @@ def train_family(params: TrainParams, digest: str) -> TrainResult:
                         f"{params.expected_digest[:12]}; the data differ between machines")
     spec = params.resolve(load_data(params.data, expected_digest=digest))
     fit = fit_and_log.with_options(retries=params.retries, retry_delay_seconds=2, refresh_cache=params.retrain)
-    return run_or_reuse(fit, spec, params.data, digest, params.device, params.image_every, needs_model=True,
-                        label=params.family)
+    return run_or_reuse(fit, spec, params.data, digest, params.device, params.image_every, params.trial,
+                        needs_model=True, label=params.family)
 
 
 @flow(name="train", result_serializer=RESULTS)

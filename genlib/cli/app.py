@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from genlib.cli import listing, pipeline, registry, stack, train, ui
+from genlib.cli import listing, pipeline, registry, stack, sweep, train, ui
 from genlib.cli.common import EXIT_USER_ERROR
 from genlib.cli.help import Command, Group
 from genlib.errors import GenlibError
@@ -23,7 +23,8 @@ app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, context
 for _name, _function in (("models", listing.models_command), ("datasets", listing.datasets_command),
                          ("train", train.train_command), ("sample", train.sample_command),
                          ("pipeline", pipeline.pipeline_command), ("promote", registry.promote_command),
-                         ("ui", ui.ui_command), ("report", registry.report_command)):
+                         ("ui", ui.ui_command), ("report", registry.report_command),
+                         ("sweep", sweep.sweep_command)):
     app.command(_name, cls=Command)(_function)
 registry_app = typer.Typer(cls=Group, no_args_is_help=True, context_settings=_HELP,
                            help="The MLflow model registry (genlib-* models).")

@@ -76,7 +76,7 @@ def tracked_run(kind: T.Kind, *, experiment_id: str, name: str, dataset: str | N
     The run gets :func:`standard_tags` plus ``tags`` and nests under ``parent_run_id`` (default: the
     current parent). It ends FINISHED, FAILED on an exception, KILLED on KeyboardInterrupt/SystemExit.
 
-    A ``pipeline`` run is the parent: it is not made the thread's active run (tasks in other threads
+    A ``pipeline`` (or ``sweep``) run is the parent: it is not made the thread's active run (tasks in other threads
     could not see it, and runs started in this thread would have to be ``nested=True``); runs of the
     other kinds started inside the ``with`` block, in any thread of this context, nest under it. Log into
     it with ``MlflowClient`` and its id. The other kinds are the thread's active run, so ``mlflow.log_*``
@@ -87,7 +87,7 @@ def tracked_run(kind: T.Kind, *, experiment_id: str, name: str, dataset: str | N
                                 prefect_flow_run_id=prefect_flow_run_id), **dict(tags or {})}
     if parent and run_id is None:
         all_tags[T.MLFLOW_PARENT_RUN_ID] = parent
-    if kind == "pipeline":
+    if kind in T.PARENT_KINDS:
         client = mlflow.MlflowClient()
         if run_id is None:
             run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
@@ -113,6 +113,10 @@ def tracked_run(kind: T.Kind, *, experiment_id: str, name: str, dataset: str | N
 
 
 def _failure_status(err: BaseException) -> str:
+    # An error may say how its run ends (a pruned sweep trial: KILLED, stopped on purpose, not failed).
+    declared = getattr(err, "run_status", None)
+    if declared in ("KILLED", "FAILED"):
+        return declared
     return "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
 
 

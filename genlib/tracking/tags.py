@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-# The kinds of run genlib starts; ``pipeline`` is the parent of one pipeline run's other runs.
-Kind = Literal["data", "train", "evaluation", "suite", "report", "pipeline"]
-KINDS: tuple[str, ...] = ("data", "train", "evaluation", "suite", "report", "pipeline")
+# The kinds of run genlib starts; ``pipeline`` is the parent of one pipeline run's other runs, ``sweep`` of
+# one sweep's trial runs (PARENT_KINDS).
+Kind = Literal["data", "train", "evaluation", "suite", "report", "pipeline", "sweep"]
+KINDS: tuple[str, ...] = ("data", "train", "evaluation", "suite", "report", "pipeline", "sweep")
+PARENT_KINDS: tuple[str, ...] = ("pipeline", "sweep")
 
 PREFIX = "genlib."
 KIND = "genlib.kind"
@@ -45,6 +47,12 @@ WEIGHTS_EPOCH = "genlib.weights_epoch"
 TRAIN_SECONDS = "genlib.train_seconds"
 TRACKING_SECONDS = "genlib.tracking_seconds"
 SOURCE = "genlib.source"
+# A sweep's runs: its Optuna study (on the parent and each trial's run), the trial's number and how it ended
+# (complete, pruned, failed), and the trial that won (on the parent).
+SWEEP_STUDY = "genlib.sweep.study"
+SWEEP_TRIAL = "genlib.sweep.trial"
+TRIAL_STATE = "genlib.sweep.trial_state"
+SWEEP_BEST_TRIAL = "genlib.sweep.best_trial"
 SIZES = "genlib.sizes"
 
 # Registry (model version) tags.
