@@ -133,3 +133,28 @@ def test_reference_row_is_computed_once(digits, tmp_path, monkeypatch):
     ref = features.reference_metrics(row, labelled=True)
     assert ref["reference_labelled"] == 1.0 and ref["reference_fid"] == row["fid"]
     assert "reference_recognised" not in features.reference_metrics(row, labelled=False)
+
+
+def test_evaluate_model_on_unlabelled_data_scores_in_the_contrastive_space(tmp_path):
+    from genlib.data.splits import make_splits
+    from genlib.evaluation import evaluate_model
+    from genlib.models import get_model, make_config
+    from genlib.tracking.gates import check_gates
+    from tests.test_evaluation import tiny_profile
+    from tests.tiny_configs import TINY
+
+    x = images((1, 28, 28), n=240).x_train
+    zeros = torch.zeros(240, dtype=torch.int64)
+    data = make_splits("unlabelled", x[:120], zeros[:120], x[120:160], zeros[120:160], x[160:], zeros[160:],
+                       num_classes=1, source="test")
+    space = get_contrastive_encoder(data, device="cpu", cache_dir=tmp_path, config=ContrastiveConfig(**FEW_STEPS))
+    torch.manual_seed(0)
+    model = get_model("vae", make_config("vae", {"image_shape": (1, 28, 28), **TINY["vae"]}))
+    report = evaluate_model(model, data, tiny_profile(), device="cpu", features=space)
+    m = report.metrics
+    assert {"fid", "precision", "recall", "reference_fid", "reference_fid_scale"} <= set(m)
+    assert m["reference_labelled"] == 0.0
+    assert not {"recognised", "inception_score", "class_accuracy", "feature_classifier_test_accuracy"} & set(m)
+    checks = {c.gate: c for c in check_gates("vae", {**m, "baseline_sq_err_per_image": 1e9})}
+    assert checks["recognised"].op == "skip" and checks["recognised"].passed
+    assert checks["recall"].threshold == pytest.approx(0.1 * m["reference_recall"])
