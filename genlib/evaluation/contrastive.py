@@ -35,6 +35,8 @@ from genlib.user_cache import cache_root
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+# get_feature_space trains the encoder for this many steps per "classifier epoch" of the evaluation profile.
+STEPS_PER_EPOCH_SETTING = 25
 
 
 class ContrastiveConfig(BaseModel):
@@ -47,8 +49,8 @@ class ContrastiveConfig(BaseModel):
     feature_dim: int = Field(128, gt=0)
     projection_dim: int = Field(64, gt=0)
     temperature: float = Field(0.2, gt=0)  # NT-Xent temperature: small batches and data sets want it low
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(256, ge=2)
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=2)
     lr: float = Field(2e-3, gt=0)
 
 

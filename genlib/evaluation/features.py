@@ -36,15 +36,18 @@ __all__ = ["data_reference", "get_feature_space", "has_labels", "reference_metri
 def get_feature_space(data: Any, *, device: torch.device | str, epochs: int | None = None,
                       cache_dir: str | Path | None = None, seed: int = 0) -> Any:
     """The feature space that scores samples of ``data``: the feature classifier when it has labels (trained
-    ``epochs``), else the contrastive encoder; both disk-cached by data digest. Both offer ``embed(x) ->
+    ``epochs``), else the contrastive encoder (``epochs`` x 25 steps); both disk-cached by data digest. Both offer ``embed(x) ->
     (features (N, D), class probabilities (N, C) or None)``, ``test_accuracy`` and ``real_cache``."""
     if has_labels(data):
         from genlib.evaluation.classifier import get_feature_classifier
 
         return get_feature_classifier(data, device=device, epochs=epochs, cache_dir=cache_dir, seed=seed)
-    from genlib.evaluation.contrastive import get_contrastive_encoder
+    from genlib.evaluation.contrastive import STEPS_PER_EPOCH_SETTING, ContrastiveConfig, get_contrastive_encoder
 
-    return get_contrastive_encoder(data, device=device, cache_dir=cache_dir, seed=seed)
+    # One knob for both spaces' training length: the profile's classifier_epochs (quick: 8 -> 200 steps).
+    config = ContrastiveConfig(image_shape=tuple(data.x_train.shape[1:]),
+                               **({} if epochs is None else {"steps": STEPS_PER_EPOCH_SETTING * int(epochs)}))
+    return get_contrastive_encoder(data, device=device, cache_dir=cache_dir, seed=seed, config=config)
 
 
 def _space_id(space: Any) -> str:
