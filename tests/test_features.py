@@ -58,12 +58,17 @@ def test_contrastive_encoder_is_cached_by_digest(tmp_path, monkeypatch):
         get_contrastive_encoder(images((1, 28, 28), seed=1), device="cpu", cache_dir=tmp_path, config=config)
 
 
-def test_feature_space_follows_the_labels():
-    from genlib.evaluation.features import has_labels
+def test_feature_space_follows_the_labels(tmp_path):
+    from genlib.evaluation.classifier import FeatureClassifier
+    from genlib.evaluation.contrastive import ContrastiveEncoder
+    from genlib.evaluation.features import get_feature_space
 
-    assert not has_labels(SimpleNamespace(num_classes=1))
-    assert has_labels(SimpleNamespace(num_classes=10))
-    assert not has_labels(SimpleNamespace(num_classes=10, labelled=False))
+    data = images((1, 28, 28))
+    space = get_feature_space(data, device="cpu", epochs=1, cache_dir=tmp_path)  # one class: no labels
+    assert isinstance(space, ContrastiveEncoder) and space.config.steps == 25
+    labelled = SimpleNamespace(**{**vars(data), "num_classes": 2, "x_test": data.x_train[:8],
+                                  "y_train": torch.arange(64) % 2, "y_test": torch.arange(8) % 2})
+    assert isinstance(get_feature_space(labelled, device="cpu", epochs=1, cache_dir=tmp_path), FeatureClassifier)
 
 
 @pytest.fixture(scope="module")
