@@ -147,3 +147,14 @@ def test_real_samples_pass_and_grey_repeated_or_noise_fail_without_labels(digits
     assert outcome["real"] == set(), outcome
     for bad in ("grey", "one image", "noise"):
         assert outcome[bad] - {"recognised"}, f"{bad} passed every gate"
+
+
+def test_field_check_of_unlabelled_samples_is_not_applicable():
+    import pandas as pd
+
+    from genlib.evaluation.field_checks import field_checks
+
+    table = pd.DataFrame([{"model": "gan", "recognised": math.nan, "precision": 0.9, "fid": 3.0},
+                          {"model": "vae", "recognised": 0.2, "precision": 0.9, "fid": 3.0}])
+    passed = field_checks({"generative_quality": table}).set_index("check")["passed"]
+    assert passed["generative_quality gan"] == "n/a" and passed["generative_quality vae"] == "no"
