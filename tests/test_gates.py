@@ -39,7 +39,7 @@ def test_every_sampling_family_has_the_same_sample_gates_fid_included(name):
 
 def test_thresholds_are_fractions_of_the_reference():
     checks = {c.gate: c for c in check_gates("cgan", GOOD)}
-    assert checks["precision"].threshold == pytest.approx(0.45 * 0.87)
+    assert checks["precision"].threshold == pytest.approx(0.25 * 0.87)
     assert checks["recall"].threshold == pytest.approx(0.1 * 0.9)
     assert checks["recognised"].threshold == pytest.approx(0.4 * 0.97)
     assert checks["class_accuracy"].threshold == pytest.approx(0.5 * 0.98)
