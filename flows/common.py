@@ -56,13 +56,14 @@ _features_memo: dict[tuple[str, int, str], Any] = {}
 
 
 def feature_classifier(data: Any, epochs: int, device: Any) -> Any:
-    """genlib's feature CNN for ``data`` (disk-cached by digest), kept per process across evaluations."""
-    from genlib.evaluation import get_feature_classifier
+    """genlib's feature space for ``data`` (the feature CNN with labels, the contrastive encoder without;
+    disk-cached by digest), kept per process across evaluations."""
+    from genlib.evaluation.features import get_feature_space
 
     key = (data.digest, int(epochs), str(device))
     with _data_lock:
         if key not in _features_memo:
-            _features_memo[key] = get_feature_classifier(data, device=device, epochs=epochs)
+            _features_memo[key] = get_feature_space(data, device=device, epochs=epochs)
         return _features_memo[key]
 
 

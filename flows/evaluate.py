@@ -66,8 +66,8 @@ def evaluate_and_log(model_uri: str, data_params: DataParams, digest: str, evalu
         if model_id:
             log_model_input(run_id, model_id)
         t0 = time.perf_counter()
-        needs_features = model.generates and data.labelled  # the feature classifier learns the labels
-        features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if needs_features else None
+        # The feature space (the classifier with labels, the contrastive encoder without), kept per process.
+        features = feature_classifier(data, evaluation.classifier_epochs, torch_device) if model.generates else None
         report = evaluate_model(model, data, evaluation, device=torch_device, features=features)
         seconds = time.perf_counter() - t0
         tables = log_report(report, run_id, model_id=model_id, data=data)

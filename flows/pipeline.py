@@ -174,6 +174,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     all nested under one ``pipeline`` MLflow run that holds the summary table."""
     import mlflow
 
+    from genlib.models.catalog import model_info
     from genlib.tracking import tags as T
     from genlib.tracking.cleanup import end_runs_on_signal, mark_stale_runs
     from genlib.tracking.links import ui_url
@@ -186,7 +187,9 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     runner = start_pool(params) if plan.mode == "pool" else None
     all_models = params.models
     try:
-        dataset = prepare_data(params.data)
+        # The data's reference row (the sample-quality gates' yardstick) is only needed when something samples.
+        sampling = any(model_info(f).generates for f in params.models)
+        dataset = prepare_data(params.data, params.evaluation() if sampling else None, plan.device)
         params, skipped = params.without_label_needing(dataset)  # conditional families on unlabelled data
     except BaseException:
         if runner is not None:

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import ConfigAndStore, load_data, run_or_reuse, setup_tracking, track
 from flows.params import DataParams, DatasetRef, RunRef
 from flows.results import RESULTS
+from genlib.evaluation.profiles import EvalProfile
 
 
 @task(cache_policy=NO_CACHE)
@@ -20,8 +21,10 @@ def check_tracking_store() -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def load_and_validate(params: DataParams) -> dict[str, Any]:
-    """Load (or read genlib's cache of) the splits in this process and check them; returns a summary."""
+def load_and_validate(params: DataParams, evaluation: EvalProfile | None = None, device: str = "auto") -> dict[str, Any]:
+    """Load (or read genlib's cache of) the splits in this process and check them; returns a summary. With an
+    ``evaluation`` profile its baselines include the data's reference row (``reference_*``, the yardstick of
+    the sample-quality gates, in the feature space the evaluations use, disk-cached there)."""
     from genlib.errors import DataError
     from genlib.tracking.gates import data_baselines
 
@@ -34,8 +37,14 @@ def load_and_validate(params: DataParams) -> dict[str, Any]:
         raise DataError(f"{data.name}: pixel values must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]")
     # Data without labels (one class) is fine: the pipeline skips what needs labels and says why.
     get_run_logger().info("%r%s", data, "" if data.labelled else " (no class labels)")
+    baselines = data_baselines(data)
+    if evaluation is not None:
+        from flows.common import resolve_device
+        from genlib.evaluation.features import data_reference
+
+        baselines.update(data_reference(data, evaluation, device=resolve_device(device)))
     return {"name": data.name, "digest": data.digest, "sizes": data.sizes, "image_shape": data.image_shape,
-            "num_classes": data.num_classes, "baselines": data_baselines(data)}
+            "num_classes": data.num_classes, "baselines": baselines}
 
 
 @task(cache_policy=ConfigAndStore(), retries=2, retry_delay_seconds=2, persist_result=True, result_serializer=RESULTS)
@@ -60,9 +69,11 @@ def log_dataset(params: DataParams, digest: str, baselines: dict[str, float]) ->
 
 
 @flow(name="prepare_data", result_serializer=RESULTS)
-def prepare_data(params: DataParams = DataParams()) -> DatasetRef:
-    """Load, validate and split ``params.dataset`` and log it to MLflow; returns its DatasetRef (digest, sizes)."""
+def prepare_data(params: DataParams = DataParams(), evaluation: EvalProfile | None = None,
+                 device: str = "auto") -> DatasetRef:
+    """Load, validate and split ``params.dataset`` and log it to MLflow with its baselines (and, given the
+    ``evaluation`` profile, its reference row); returns its DatasetRef (digest, sizes, baselines)."""
     check_tracking_store()
-    summary = load_and_validate(params)
+    summary = load_and_validate(params, evaluation, device)
     logged = run_or_reuse(log_dataset, params, summary["digest"], summary["baselines"])
     return DatasetRef(params=params, experiment_id=logged.experiment_id, run_id=logged.run_id, **summary)

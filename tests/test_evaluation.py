@@ -51,7 +51,9 @@ from tests.tiny_configs import TINY  # noqa: E402
 # Metric names evaluate_model promises, by capability (docs/metrics.md lists each).
 RECON_METRICS = {"test_mse", "test_sq_err_per_image", "test_bce"}
 DAE_METRICS = {"test_noisy_input_sq_err_per_image", "test_denoised_sq_err_per_image", "denoising_gain"}
-GEN_METRICS = {"fid", "precision", "recall", "inception_score", "recognised", "fid_real_floor", "feature_classifier_test_accuracy"}
+GEN_METRICS = {"fid", "precision", "recall", "inception_score", "recognised", "fid_real_floor", "feature_classifier_test_accuracy",
+               "reference_fid", "reference_fid_scale", "reference_precision", "reference_recall", "reference_labelled",
+               "reference_recognised", "reference_inception_score", "reference_class_accuracy"}
 VAE_METRICS = {"elbo", "iwae_nll", "iwae_k"}
 RBM_METRICS = {"test_pseudo_log_likelihood", "ais_log_z", "ais_log_likelihood"}
 

@@ -203,6 +203,13 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking, capsys):
     for key in ("test_loss", "test_sq_err_per_image", "fid"):
         assert registered[key] == eval_metrics[key], key
     assert version.tags["genlib.eval_run_id"] == vae.evaluation.run_id
+    # The data's reference row, the sample-quality gates' yardstick, is on the data run (prepare_data computed it
+    # once) and the gates read the very same values.
+    reference = {k: v for k, v in client.get_run(first.dataset.run_id).data.metrics.items() if k.startswith("reference_")}
+    assert {"reference_fid", "reference_fid_scale", "reference_precision", "reference_recall"} <= set(reference)
+    assert reference["reference_labelled"] == 1.0
+    for key in ("reference_fid", "reference_precision", "reference_recall"):
+        assert registered[key] == reference[key] == eval_metrics[key], key
     assert not [k for k in client.get_run(vae.train.run_id).data.metrics if k.startswith("test_")]
     model_metrics = {m.key: m.value for m in client.get_logged_model(vae.train.model_id).metrics}
     assert model_metrics["test_loss"] == eval_metrics["test_loss"] and "fid" in model_metrics

@@ -67,7 +67,9 @@ def _augmentation(t: pd.DataFrame) -> list[dict[str, Any]]:
 def _generative(t: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for _, r in t[t.model != REAL_FLOOR_NAME].iterrows():
-        ok = bool(r["recognised"] >= MIN_RECOGNISED and r["precision"] >= MIN_PRECISION)
+        # Without labels nothing measures "recognised": the check cannot be read (n/a), the gates still apply.
+        ok = None if pd.isna(r.get("recognised")) else bool(r["recognised"] >= MIN_RECOGNISED and
+                                                             r["precision"] >= MIN_PRECISION)
         out.append(_row(f"generative_quality {r['model']}",
                         f"recognised >= {MIN_RECOGNISED:g} and precision >= {MIN_PRECISION:g}",
                         f"recognised {r['recognised']:.3f}, precision {r['precision']:.3f}, fid {r['fid']:.1f}", ok))

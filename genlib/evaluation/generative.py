@@ -1,6 +1,10 @@
-"""Sample quality in the feature space of the feature CNN: Frechet distance, improved precision and
-recall (Kynkaanniemi et al. 2019), a classifier-based Inception Score, and class accuracy of
-conditional samples; plus the real train-vs-test floor.
+"""Sample quality in a feature space (the feature CNN on labelled data, the contrastive encoder on unlabelled
+data: genlib.evaluation.features): Frechet distance, improved precision and recall (Kynkaanniemi et al.
+2019), and where there are class probabilities a classifier-based Inception Score, the share recognised and
+class accuracy of conditional samples; plus the real train-vs-test reference row.
+
+Nothing depends on the order of the data: subsets are seeded random draws and the Inception Score's splits
+are taken over a seeded shuffle (class-sorted files give the same numbers as shuffled ones).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from genlib.evaluation._utils import REAL_FLOOR_NAME, cpu_generator, grid_figure
-from genlib.evaluation.classifier import FeatureClassifier
 
 # A sample is "recognised" when the feature classifier's top class has at least this probability.
 RECOGNISED_CONFIDENCE = 0.9
@@ -112,12 +115,15 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3, batch_size: int = 1
     return precision, recall
 
 
-def inception_score(probs: Tensor, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))) from classifier probabilities (N, C); mean and std over ``splits`` chunks.
+def inception_score(probs: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) from classifier probabilities (N, C); mean and std over ``splits`` chunks
+    of a seeded shuffle of the rows (chunks in file order would each hold one class of class-sorted data,
+    whose marginal p(y) is then one class: IS ~1).
 
     Between 1 and C; higher means confident and diverse predictions.
     """
     p = probs.double().clamp_min(1e-12)
+    p = p[torch.randperm(p.shape[0], generator=cpu_generator(seed))]
     splits = max(1, min(splits, p.shape[0]))
     scores = []
     for chunk in torch.tensor_split(p, splits):
@@ -144,20 +150,31 @@ def draw_samples(model: Any, n: int, *, seed: int, batch_size: int) -> tuple[Ten
     return torch.cat(out), labels
 
 
-def real_features(classifier: FeatureClassifier, data: Any, split: str, n: int | None, seed: int, batch_size: int):
-    """Features and probabilities of (a seeded random subset of n images of) a real split, memoised on the classifier."""
+def real_features(classifier: Any, data: Any, split: str, n: int | None, seed: int, batch_size: int):
+    """Features and probabilities (None in a label-free space) of (a seeded random subset of n images, in
+    random order, of) a real split, memoised on the feature space."""
     key = (str(getattr(data, "digest", id(data))), split, n, seed)
     if key not in classifier.real_cache:
         x = getattr(data, f"x_{split}")
         if n is not None and n < x.shape[0]:
-            idx = torch.randperm(x.shape[0], generator=cpu_generator(seed))[:n].sort().values
+            idx = torch.randperm(x.shape[0], generator=cpu_generator(seed))[:n]
             x = x[idx.to(x.device)]
         classifier.real_cache[key] = classifier.embed(x, batch_size=batch_size)
     return classifier.real_cache[key]
 
 
-def real_floor_row(classifier: FeatureClassifier, data: Any, *, n: int, k: int, splits: int, seed: int, batch_size: int) -> dict[str, Any]:
-    """The row "real (train vs test)": n train images scored against the test split like a model's samples."""
+def _label_scores(probs: Tensor | None, splits: int, seed: int) -> dict[str, float]:
+    """inception_score (+ std) and recognised of class probabilities (N, C); NaN in a label-free space."""
+    if probs is None:
+        return {"inception_score": math.nan, "inception_score_std": math.nan, "recognised": math.nan}
+    is_mean, is_std = inception_score(probs, splits, seed)
+    return {"inception_score": is_mean, "inception_score_std": is_std,
+            "recognised": float((probs.max(1).values >= RECOGNISED_CONFIDENCE).float().mean())}
+
+
+def real_floor_row(classifier: Any, data: Any, *, n: int, k: int, splits: int, seed: int, batch_size: int) -> dict[str, Any]:
+    """The row "real (train vs test)": n train images (a seeded random subset) scored against the test split
+    like a model's samples, in ``classifier``'s feature space (label scores NaN in a label-free space)."""
     key = ("floor", str(getattr(data, "digest", id(data))), n, k, splits, seed)
     if key in classifier.real_cache:
         return dict(classifier.real_cache[key])
@@ -166,24 +183,24 @@ def real_floor_row(classifier: FeatureClassifier, data: Any, *, n: int, k: int, 
     train_f, train_p = real_features(classifier, data, "train", n_train, seed, batch_size)
     dev = next(classifier.parameters()).device  # the k-NN distances are the costly part: run them on the device
     precision, recall = precision_recall(test_f.to(dev), train_f.to(dev), k)
-    is_mean, is_std = inception_score(train_p, splits)
+    scores = _label_scores(train_p, splits, seed)
     row = {
         "model": REAL_FLOOR_NAME,
         "n_samples": n_train,
         "fid": frechet_distance_features(train_f, test_f),
         "precision": precision,
         "recall": recall,
-        "inception_score": is_mean,
-        "inception_score_std": is_std,
+        "inception_score": scores["inception_score"],
+        "inception_score_std": scores["inception_score_std"],
         "class_accuracy": float(classifier.test_accuracy),
-        "recognised": float((train_p.max(1).values >= RECOGNISED_CONFIDENCE).float().mean()),
+        "recognised": scores["recognised"],
     }
     classifier.real_cache[key] = row
     return dict(row)
 
 
 def generative_row(
-    model: Any, data: Any, classifier: FeatureClassifier, *, n: int, k: int, splits: int, seed: int, batch_size: int,
+    model: Any, data: Any, classifier: Any, *, n: int, k: int, splits: int, seed: int, batch_size: int,
 ) -> tuple[dict[str, Any], Tensor, Tensor | None]:
     """Quality of n samples of ``model`` against the test split's features.
 
@@ -191,7 +208,8 @@ def generative_row(
     only, else NaN) is the fraction of samples the classifier assigns to the requested class;
     ``recognised`` the fraction it assigns to one class with probability at least
     ``RECOGNISED_CONFIDENCE`` (for conditional models: to the requested class): what a person sees
-    as "a digit" rather than a blot, whatever the Frechet distance says about blur.
+    as "a digit" rather than a blot, whatever the Frechet distance says about blur. In a label-free
+    feature space (``embed`` gives no probabilities) the three label scores are NaN.
     """
     samples, labels = draw_samples(model, n, seed=seed, batch_size=batch_size)
     feats, probs = classifier.embed(samples, batch_size=batch_size)
@@ -200,21 +218,22 @@ def generative_row(
         raise ValueError(f"{model.name}: samples gave non-finite classifier features")
     dev = next(classifier.parameters()).device
     precision, recall = precision_recall(test_f.to(dev), feats.to(dev), k)
-    is_mean, is_std = inception_score(probs, splits)
-    class_acc = float((probs.argmax(1) == labels).float().mean()) if labels is not None else math.nan
-    confident = probs.max(1).values >= RECOGNISED_CONFIDENCE
-    if labels is not None:
-        confident &= probs.argmax(1) == labels.to(probs.device)
+    scores = _label_scores(probs, splits, seed)
+    class_acc = math.nan
+    if probs is not None and labels is not None:
+        class_acc = float((probs.argmax(1) == labels).float().mean())
+        confident = (probs.max(1).values >= RECOGNISED_CONFIDENCE) & (probs.argmax(1) == labels.to(probs.device))
+        scores["recognised"] = float(confident.float().mean())
     row = {
         "model": model.name,
         "n_samples": n,
         "fid": frechet_distance_features(feats, test_f),
         "precision": precision,
         "recall": recall,
-        "inception_score": is_mean,
-        "inception_score_std": is_std,
+        "inception_score": scores["inception_score"],
+        "inception_score_std": scores["inception_score_std"],
         "class_accuracy": class_acc,
-        "recognised": float(confident.float().mean()),
+        "recognised": scores["recognised"],
     }
     return row, samples, labels
 

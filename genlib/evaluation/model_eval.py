@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from genlib.data.splits import UNLABELLED_REASON, has_labels
-from genlib.evaluation.classifier import FeatureClassifier, get_feature_classifier
-from genlib.evaluation.generative import generative_row, real_floor_row, samples_figure
+from genlib.evaluation._utils import cpu_generator
+from genlib.evaluation.features import get_feature_space, reference_metrics, reference_row
+from genlib.evaluation.generative import generative_row, samples_figure
 from genlib.evaluation.likelihood import rbm_likelihood_rows, vae_likelihood_rows
 from genlib.evaluation.profiles import EvalProfile
 from genlib.evaluation.reconstruction import (
@@ -59,15 +60,16 @@ def evaluate_model(
     profile: EvalProfile,
     *,
     device: torch.device | str,
-    features: FeatureClassifier | None = None,
+    features: Any | None = None,
 ) -> EvaluationReport:
     """Evaluate one trained model on the test split of ``data``.
 
     What is measured follows the model's class attributes, never its name:
     ``reconstructs`` -> reconstruction errors (+ per class, + figure); a config with ``noise``
-    (the ``dae``) -> denoising gain; ``generates`` -> FID / precision / recall / Inception Score
-    (+ class accuracy when ``conditional``) beside the real train-vs-test floor (on data without labels: only the
-    samples' figure, and a "skipped" table row saying why); ``likelihood``
+    (the ``dae``) -> denoising gain; ``generates`` -> FID / precision / recall (+ recognised and
+    Inception Score when the data have labels, + class accuracy when ``conditional``) beside the real
+    train-vs-test reference row, whose values the metrics carry as ``reference_*`` (on data without labels in
+    the contrastive encoder's space, the label scores in a "skipped" table row saying why); ``likelihood``
     "variational" -> ELBO and IWAE NLL; "energy" -> pseudo-likelihood and AIS log-likelihood.
     Every model: ``test_loss`` and its loss terms (float32, outside autocast).
 
@@ -75,7 +77,8 @@ def evaluate_model(
         model: a GenerativeModel; moved to ``device`` and put in eval mode (its mode is restored after).
         data: a DataSplits (x_* (N, C, H, W) in [0, 1], y_* (N,)).
         profile: sample counts, seeds, IWAE k, AIS schedule.
-        features: the feature classifier; built (or loaded from cache) for ``data`` when None.
+        features: the feature space (genlib.evaluation.features.get_feature_space: the feature classifier
+            with labels, the contrastive encoder without); built (or loaded from cache) for ``data`` when None.
     Returns:
         EvaluationReport named after the model; every table row has a "model" column.
     """
@@ -125,29 +128,35 @@ def evaluate_model(
                 recon_shown = recon[idx]
             figures[f"reconstruction_{model.name}"] = reconstruction_figure(model.name, x_test[idx].cpu(), recon_shown, noisy)
 
-        if model.generates and not labelled:
-            # Until sample quality is measured in a feature space learned without labels, only the samples.
-            skipped.append({"model": model.name, "section": "generative_quality", "reason": UNLABELLED_REASON +
-                            " (fid, precision, recall, inception score and recognised use a classifier of them)"})
-            gen = torch.Generator().manual_seed(seed)
-            figures[f"samples_{model.name}"] = samples_figure(model.name, model.sample(40, generator=gen).cpu(), None)
-        elif model.generates:
-            clf = features or get_feature_classifier(data, device=device, epochs=profile.classifier_epochs)
+        if model.generates:
+            clf = features or get_feature_space(data, device=device, epochs=profile.classifier_epochs)
+            if not labelled:
+                skipped.append({"model": model.name, "section": "generative_quality", "reason": UNLABELLED_REASON +
+                                " (recognised, inception score and class accuracy need a classifier of them; fid, "
+                                "precision and recall use the contrastive encoder's features)"})
             kw = dict(k=profile.pr_k, splits=profile.is_splits, seed=seed, batch_size=bs)
             grow, samples, labels = generative_row(
                 model, data, clf, n=profile.fid_samples, **kw
             )
-            floor = real_floor_row(clf, data, n=profile.fid_samples, **kw)
-            tables["generative_quality"] = pd.DataFrame([floor, grow])
-            metrics.update({k: grow[k] for k in ("fid", "precision", "recall", "inception_score", "recognised")})
-            if model.conditional:
+            floor = reference_row(clf, data, n=profile.fid_samples, **kw)
+            tables["generative_quality"] = pd.DataFrame([{k: v for k, v in floor.items() if k != "fid_scale"}, grow])
+            keys = ["fid", "precision", "recall"] + (["inception_score", "recognised"] if labelled else [])
+            metrics.update({k: grow[k] for k in keys})
+            if model.conditional and labelled:
                 metrics["class_accuracy"] = grow["class_accuracy"]
             metrics["fid_real_floor"] = floor["fid"]
-            metrics["feature_classifier_test_accuracy"] = float(clf.test_accuracy)
+            metrics.update(reference_metrics(floor, labelled))
+            if labelled:
+                metrics["feature_classifier_test_accuracy"] = float(clf.test_accuracy)
             figures[f"samples_{model.name}"] = samples_figure(model.name, samples, labels)
 
     n_lik = profile.likelihood_images
-    x_lik, y_lik = (x_test, y_test) if n_lik is None else (x_test[:n_lik], y_test[:n_lik])
+    x_lik, y_lik = x_test, y_test
+    if model.likelihood is not None:
+        # A seeded shuffle: the file's order may be by class, and the likelihood_images (and RAISE's first
+        # raise_images) must be a random subset, not the first classes.
+        idx = torch.randperm(x_test.shape[0], generator=cpu_generator(seed))[:n_lik].to(x_test.device)
+        x_lik, y_lik = x_test[idx], y_test[idx]
     if model.likelihood == "variational":
         rows, m = vae_likelihood_rows(
             model, x_lik, y_lik, k=profile.iwae_k, chunk=profile.iwae_chunk, elbo_samples=profile.elbo_samples,

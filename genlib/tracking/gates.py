@@ -2,8 +2,10 @@
 
 Gates read stable metric names only (``docs/metrics.md``): the training run's test metrics
 (``test_loss``, ``test_sq_err_per_image``, ``test_pseudo_log_likelihood``), the evaluation's
-(``fid``, ``class_accuracy``, ...) and data baselines recorded next to them (``baseline_*``,
-see :func:`data_baselines`). Which gates apply follows the model class's capabilities, not its name.
+(``fid``, ``class_accuracy``, ...), data baselines recorded next to them (``baseline_*``, see
+:func:`data_baselines`) and the data set's reference row (``reference_*``, the sample-quality gates'
+yardstick: :mod:`genlib.tracking.quality_gates`). Which gates apply follows the model class's capabilities,
+not its name.
 """
 
 from __future__ import annotations
@@ -13,50 +15,21 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from genlib.tracking import quality_gates as Q
+from genlib.tracking.gate_checks import GateCheck, compare as _compare, fmt as _fmt, value as _value
+
 # A reconstructing model must beat "predict the mean training image" by this factor.
 RECON_FRACTION_OF_MEAN_IMAGE = 0.75
 # Without a recorded baseline: mean squared error per pixel on the [0, 1] scale.
 RECON_MAX_MSE = 0.05
-# The gates are the floor a champion must clear, set between working and broken models; the field's
-# targets (70% of samples recognised, precision 0.5) are checked apart, by genlib report's field checks
+# The sample-quality thresholds are fractions of the data set's reference row: genlib.tracking.quality_gates.
+# The gates are the floor a champion must clear, set between working and broken models; the field's targets
+# (70% of samples recognised, precision 0.5) are checked apart, by genlib report's field checks
 # (genlib.evaluation.field_checks), where a miss is shown rather than hidden.
-# FID must stay below max(factor x floor, floor + margin), the floor being the FID between two samples
-# of real images at the same sample size. The factor bounds small-sample runs (quick on 10k MNIST: floor
-# ~6, where working DCGANs score 50-120 and broken models several hundred: 600-800 for grey blots);
-# the margin bounds large-sample runs, whose floor tends to zero while good models keep an FID of tens.
-FID_FACTOR_OF_FLOOR = 30.0
-FID_MARGIN_OVER_FLOOR = 50.0
-# Without a recorded floor.
-FID_MAX = 250.0
-# Samples a person would call digits: at least this share is ``recognised`` by the feature classifier
-# (top class with probability >= 0.9, see genlib.evaluation.generative), and precision (share of samples
-# inside the real images' k-NN manifold) at least this. Grey blots score about 0 on both; the quick
-# run's working generators 0.5-0.9.
-MIN_RECOGNISED = 0.4
-MIN_PRECISION = 0.4
-# Conditional generators: the feature classifier must recognise the asked-for class this often (chance = 1/C).
-MIN_CLASS_ACCURACY = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
-class GateCheck:
-    """Outcome of one gate: ``gate`` is its stable name, ``metric`` ``op`` ``threshold`` the comparison
-    made on ``value`` (None where the metric was missing), ``detail`` the same in words."""
-
-    gate: str
-    passed: bool
-    detail: str
-    metric: str = ""
-    value: float | None = None
-    threshold: float | None = None
-    op: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {"gate": self.gate, "metric": self.metric, "value": self.value, "threshold": self.threshold,
-                "op": self.op, "passed": self.passed, "detail": self.detail}
-
 
 GateResult = GateCheck  # the name before gate checks carried their numbers
+__all__ = ["Gate", "GateCheck", "GateResult", "beats", "check_gates", "data_baselines", "first_failure",
+           "gate_report", "gates_for", "gates_sentence"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,31 +39,10 @@ class Gate:
     check: Callable[[Mapping[str, float]], GateCheck]
 
 
-def _value(metrics: Mapping[str, Any], key: str) -> float | None:
-    try:
-        value = float(metrics[key])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def _compare(gate: str, metric: str, value: float | None, op: str, threshold: float, how: str = "") -> GateCheck:
-    """``value op threshold`` as a GateCheck; ``how`` says where the threshold comes from."""
-    if value is None:
-        return GateCheck(gate, False, f"missing metric {metric}", metric, None, threshold, op)
-    ok = math.isfinite(value) and (value <= threshold if op == "<=" else value >= threshold if op == ">=" else
-                                   value > threshold)
-    neg = {"<=": ">", ">=": "<", ">": "<="}[op]
-    detail = f"{metric} = {_fmt(value)} {op if ok else neg} {how + ' = ' if how else ''}{_fmt(threshold)}"
-    return GateCheck(gate, ok, detail, metric, value, threshold, op)
-
-
-def _finite_gate(keys: list[str]) -> Gate:
+def _finite_gate(all_keys: list[str]) -> Gate:
     def check(m: Mapping[str, float]) -> GateCheck:
+        # Without labels there is no classifier to measure the label metrics: their gates say "skipped".
+        keys = all_keys if Q.labelled(m) else [k for k in all_keys if k not in Q.LABEL_METRICS]
         missing = [k for k in keys if _value(m, k) is None]
         if missing:
             return GateCheck("finite", False, f"missing metric {missing[0]}", missing[0], None, None, "finite")
@@ -110,27 +62,6 @@ def _reconstruction_gate(m: Mapping[str, float]) -> GateCheck:
     return _compare("reconstruction", "test_mse", _value(m, "test_mse"), "<=", RECON_MAX_MSE)
 
 
-def _fid_gate(m: Mapping[str, float]) -> GateCheck:
-    floor = _value(m, "fid_real_floor")
-    if floor is not None and math.isfinite(floor) and floor > 0:
-        bound = max(FID_FACTOR_OF_FLOOR * floor, floor + FID_MARGIN_OVER_FLOOR)
-        return _compare("fid", "fid", _value(m, "fid"), "<=", bound,
-                        f"max({FID_FACTOR_OF_FLOOR:g} x floor {_fmt(floor)}, floor + {FID_MARGIN_OVER_FLOOR:g})")
-    return _compare("fid", "fid", _value(m, "fid"), "<=", FID_MAX)
-
-
-def _recognised_gate(m: Mapping[str, float]) -> GateCheck:
-    return _compare("recognised", "recognised", _value(m, "recognised"), ">=", MIN_RECOGNISED)
-
-
-def _precision_gate(m: Mapping[str, float]) -> GateCheck:
-    return _compare("precision", "precision", _value(m, "precision"), ">=", MIN_PRECISION)
-
-
-def _class_accuracy_gate(m: Mapping[str, float]) -> GateCheck:
-    return _compare("class_accuracy", "class_accuracy", _value(m, "class_accuracy"), ">=", MIN_CLASS_ACCURACY)
-
-
 def _likelihood_gate(m: Mapping[str, float]) -> GateCheck:
     key = "ais_log_likelihood" if _value(m, "ais_log_likelihood") is not None else "test_pseudo_log_likelihood"
     ll, base = _value(m, key), _value(m, "baseline_bernoulli_log_likelihood")
@@ -145,10 +76,9 @@ def _likelihood_gate(m: Mapping[str, float]) -> GateCheck:
 def gates_for(model_name: str) -> list[Gate]:
     """The gates of registered model ``model_name``, from its class's capabilities, in the order checked.
 
-    Every family that samples is gated on what a person sees in its samples (the feature classifier
-    recognises them; precision), and models without a likelihood (GANs) also on the Frechet distance
-    relative to the real floor: for them it is the only global measure, while for likelihood models
-    it mostly measures blur, which their likelihood gate already judges.
+    Every family that samples has the same sample-quality gates, each relative to the data's reference row
+    (genlib.tracking.quality_gates): a recognition measure above the real images' only with coverage, the
+    share recognised (label-free data: skipped), precision, recall and the Frechet distance.
     """
     from genlib.models.catalog import model_info  # capabilities without importing torch
 
@@ -160,15 +90,20 @@ def gates_for(model_name: str) -> list[Gate]:
         gates.append(Gate("reconstruction", "reconstruction error well below the mean-image baseline",
                           _reconstruction_gate))
     if cls.generates:
-        keys += ["recognised", "precision"]
-        gates.append(Gate("recognised", "the feature classifier recognises the samples", _recognised_gate))
-        gates.append(Gate("precision", "samples lie on the real-data manifold", _precision_gate))
-        if cls.likelihood is None:
-            keys.append("fid")
-            gates.append(Gate("fid", "FID within a bound relative to the real-data floor", _fid_gate))
+        # Every sampling family has the same gate set, likelihood or not: a likelihood says nothing about
+        # whether the samples cover the data (an rbm whose chains fall into one digit keeps a fair likelihood).
+        keys += ["recognised", "precision", "recall", "fid"]
+        gates += [
+            Gate("recognition_without_coverage", "a recognition measure above the real images' while recall "
+                 "collapses", Q.overconfident_gate),
+            Gate("recognised", "the feature classifier recognises the samples", Q.recognised_gate),
+            Gate("precision", "samples lie on the real-data manifold", Q.precision_gate),
+            Gate("recall", "the samples cover the real data", Q.recall_gate),
+            Gate("fid", "FID within a bound relative to the data's reference", Q.fid_gate),
+        ]
         if cls.conditional:
             keys.append("class_accuracy")
-            gates.append(Gate("class_accuracy", "samples recognised as their class", _class_accuracy_gate))
+            gates.append(Gate("class_accuracy", "samples recognised as their class", Q.class_accuracy_gate))
     if cls.likelihood == "energy":
         keys.append("ais_log_likelihood")
         gates.append(Gate("likelihood", "test log-likelihood above independent pixels", _likelihood_gate))
