@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 from prefect import get_run_logger
 
+from genlib.models.catalog import model_info
+
 from flows.evaluate import evaluate_logged_model
+from flows.prepare_data import reference_metrics
 from flows.params import DatasetRef, EvaluateParams, FamilySummary, PipelineParams, RegisterParams, TrainResult
 from flows.register import register_version
 
@@ -36,6 +39,9 @@ def run_family(family: str, params: PipelineParams, dataset: DatasetRef,
         summary = summary.model_copy(update={"evaluation": evaluated})
         # The evaluation run's values are the only test metrics (training reports what training needs).
         metrics = {**dataset.baselines, **evaluated.metrics}
+        if model_info(family).generates and not any(k.startswith("reference_") for k in metrics):
+            # The gates' yardstick, when data preparation left it to the jobs (disk-cached: computed once).
+            metrics.update(reference_metrics(params.data, dataset.digest, params.evaluation(), params.plan.device))
         registered = register_version.with_options(task_run_name=f"register_version-{family}")(RegisterParams(
             run_id=trained.run_id, model_uri=trained.model_uri, family=family, dataset=dataset.name,
             dataset_digest=dataset.digest, metrics=metrics, eval_run_id=evaluated.run_id))

@@ -31,7 +31,7 @@ from flows.params import (
     TrainParams,
     TrainResult,
 )
-from flows.prepare_data import prepare_data
+from flows.prepare_data import prepare_data, record_reference
 from flows.results import RESULTS
 from flows.train import train_family
 
@@ -188,8 +188,11 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     all_models = params.models
     try:
         # The data's reference row (the sample-quality gates' yardstick) is only needed when something samples.
+        # On a pool, the first job that needs it computes it (disk-cached), so that the workers do not wait for a
+        # feature space to train here; it is logged on the data run afterwards (record_reference).
         sampling = any(model_info(f).generates for f in params.models)
-        dataset = prepare_data(params.data, params.evaluation() if sampling else None, plan.device)
+        here = sampling and plan.mode != "pool"
+        dataset = prepare_data(params.data, params.evaluation() if here else None, plan.device)
         params, skipped = params.without_label_needing(dataset)  # conditional families on unlabelled data
     except BaseException:
         if runner is not None:
@@ -232,6 +235,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
                 summaries.append(run_family(family, params, dataset, trained_by(family)))
         done = {s.family: s for s in summaries}
         summaries = [done.get(f) or FamilySummary(family=f, skipped=skipped[f]) for f in all_models]
+        if sampling and not here:
+            dataset = record_reference(dataset, params.evaluation(), plan.device)
         seconds = {**_seconds(summaries), "suite": 0.0, **pool}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None

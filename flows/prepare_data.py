@@ -3,6 +3,7 @@ in MLflow as a data set input with its digest. Returns a DatasetRef, never the t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -39,12 +40,36 @@ def load_and_validate(params: DataParams, evaluation: EvalProfile | None = None,
     get_run_logger().info("%r%s", data, "" if data.labelled else " (no class labels)")
     baselines = data_baselines(data)
     if evaluation is not None:
-        from flows.common import resolve_device
-        from genlib.evaluation.features import data_reference
-
-        baselines.update(data_reference(data, evaluation, device=resolve_device(device)))
+        baselines.update(reference_metrics(params, data.digest, evaluation, device))
     return {"name": data.name, "digest": data.digest, "sizes": data.sizes, "image_shape": data.image_shape,
             "num_classes": data.num_classes, "baselines": baselines}
+
+
+def reference_metrics(params: DataParams, digest: str, evaluation: EvalProfile, device: str = "auto") -> dict[str, float]:
+    """The data's ``reference_*`` metrics under ``evaluation`` (genlib.evaluation.features.data_reference: the
+    feature space and the row are disk-cached by digest, so every process that asks reads the same numbers and
+    only the first computes them)."""
+    from flows.common import resolve_device
+    from genlib.evaluation.features import data_reference
+
+    data = load_data(params, expected_digest=digest)
+    return data_reference(data, evaluation, device=resolve_device(device))
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def record_reference(dataset: DatasetRef, evaluation: EvalProfile, device: str = "auto") -> DatasetRef:
+    """``dataset`` with its reference row in ``baselines``, logged on its data run (where the row was not
+    computed in data preparation: a pipeline on a pool leaves it to the first job that needs it)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    if any(k.startswith("reference_") for k in dataset.baselines):
+        return dataset
+    reference = reference_metrics(dataset.params, dataset.digest, evaluation, device)
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(dataset.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in reference.items()],
+                             synchronous=True)
+    return dataset.model_copy(update={"baselines": {**dataset.baselines, **reference}})
 
 
 @task(cache_policy=ConfigAndStore(), retries=2, retry_delay_seconds=2, persist_result=True, result_serializer=RESULTS)

@@ -11,7 +11,7 @@ from genlib.cli import main
 from genlib.data import has_labels, load_dataset
 from genlib.data.shapes import make_shapes
 from genlib.errors import ConfigError
-from genlib.evaluation import evaluate_model, evaluate_suite
+from genlib.evaluation import REAL_FLOOR_NAME, evaluate_model, evaluate_suite
 from genlib.models import list_models
 from genlib.models.catalog import model_info
 from genlib.spec import data_shape, resolve_spec
@@ -82,6 +82,10 @@ def test_suite_without_labels_runs_pca_and_names_the_skipped_parts(data):
     assert {"finetune", "augmentation", "latent_sampling", "generative_vs_discriminative"} <= set(skipped["section"])
     assert any(all(f in s for f in CONDITIONAL) for s in skipped["section"])
     assert all(np.isfinite(v) for v in report.metrics.values())
+    # The real images' own row, in the contrastive space the unlabelled samples are scored in.
+    floor = report.tables["generative_quality"]
+    assert list(floor["model"]) == [REAL_FLOOR_NAME] and np.isfinite(floor["fid"]).all()
+    assert "real_floor" not in set(skipped["section"]) and "fid_real_floor" in report.metrics
 
 
 def test_pipeline_params_skip_conditional_families_with_a_reason(data):
