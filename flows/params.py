@@ -200,7 +200,7 @@ class PipelineParams(_Params):
                                             json_schema_extra={"examples": [TRAIN_OVERRIDES_EXAMPLE]})
     eval_overrides: dict[str, Any] = Field(default_factory=dict, description="evaluation profile fields",
                                            json_schema_extra={"examples": [EVAL_OVERRIDES_EXAMPLE]})
-    suite: bool = Field(True, description="also run the suite-level evaluation (five tables)")
+    suite: bool = Field(True, description="also run the suite's sections and the combined report")
     dispatch: Literal["auto", "local", "deployment"] = Field(
         "auto", description="train in-process, on the train deployment's workers, or there when it exists (auto)")
     train_deployment: str = Field("train/train", description="flow-name/deployment-name used for dispatch")

@@ -1,5 +1,5 @@
 """``pipeline``: one data preparation, then train -> evaluate -> register for each family, then the suite
-evaluation whose five tables go to one evaluation run.
+evaluation (its sections as jobs) whose tables go to one report run.
 
 Where and how it runs is ``params.plan`` (genlib.plan.ExecutionPlan), resolved by the entry point; a run
 without one (started by a schedule) resolves it first thing, being its own entry point. The flow settles

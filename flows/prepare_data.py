@@ -45,7 +45,8 @@ def load_and_validate(params: DataParams, evaluation: EvalProfile | None = None,
             "num_classes": data.num_classes, "baselines": baselines}
 
 
-def reference_metrics(params: DataParams, digest: str, evaluation: EvalProfile, device: str = "auto") -> dict[str, float]:
+def reference_metrics(params: DataParams, digest: str, evaluation: EvalProfile,
+                      device: str = "auto") -> dict[str, float]:
     """The data's ``reference_*`` metrics under ``evaluation`` (genlib.evaluation.features.data_reference: the
     feature space and the row are disk-cached by digest, so every process that asks reads the same numbers and
     only the first computes them)."""

@@ -173,7 +173,8 @@ def _generative_vs_discriminative(data: Any, profile: EvalProfile, *, device: to
 
 
 @register_section("finetune", needs_labels=True,
-                  summary="it fine-tunes an unsupervised ae's encoder with few labels against the same net from scratch")
+                  summary="it fine-tunes an unsupervised ae's encoder with few labels against the same net from "
+                          "scratch")
 def _finetune(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.finetune import finetune_experiment, pretrain_ae
 
@@ -183,7 +184,8 @@ def _finetune(data: Any, profile: EvalProfile, *, device: torch.device) -> Evalu
 
 
 @register_section("augmentation", needs_labels=True,
-                  summary="it measures a classifier's gain from conditional generators' samples and from classic augmentation")
+                  summary="it measures a classifier's gain from conditional generators' samples and from classic "
+                          "augmentation")
 def _augmentation(data: Any, profile: EvalProfile, *, device: torch.device) -> EvaluationReport:
     from genlib.evaluation.augmentation import augmentation_experiment
 
