@@ -7,35 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-from collections.abc import Iterator
 from typing import Optional
 
 import typer
 
 from genlib.cli.common import json_safe, validated
+from genlib.cli.prefect_run import console_logging, drain_prefect_clients, using_api
 from genlib.errors import ConfigError, GenlibError
 from genlib.ops.processes import terminate_as_interrupt
-
-
-def _console_logging() -> None:
-    """Prefect's run names in the console lines, and none of MLflow's per-model INFO chatter."""
-    import logging
-
-    from prefect.logging.formatters import PrefectFormatter
-
-    fmt = PrefectFormatter(
-        format="%(asctime)s | %(levelname)-7s | %(name)s - %(message)s",
-        flow_run_fmt="%(asctime)s | %(levelname)-7s | Flow run %(flow_run_name)r - %(message)s",
-        task_run_fmt="%(asctime)s | %(levelname)-7s | Task run %(task_run_name)r - %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for handler in logging.getLogger().handlers:  # the CLI's handler: Prefect leaves the root logger to it
-        handler.setFormatter(fmt)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # MLflow warns once per logged model that pip is not installed in a uv environment.
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
 def pipeline_command(
@@ -114,8 +94,8 @@ def pipeline_command(
         if not api:  # a temporary server, in the background while the data loads; stopped on every exit
             server = stack.enter_context(ps.LocalServer(home, services=False, log_name="temporary-server.log"))
             api = server.api_url
-        stack.enter_context(_using_api(api))
-        _console_logging()
+        stack.enter_context(using_api(api))
+        console_logging()
         from flows.common import load_data
         from flows.pipeline import PipelineFailedError, pipeline
 
@@ -139,7 +119,7 @@ def pipeline_command(
             result, failure = err.result, str(err)
         finally:
             if server is not None:  # what the run reported reaches the database before the server stops
-                _drain_prefect_clients()
+                drain_prefect_clients()
                 ps.wait_until_recorded(api, str(state.state_details.flow_run_id))
     total = time.perf_counter() - t_start
     if as_json:
@@ -152,34 +132,3 @@ def pipeline_command(
         typer.echo(pipeline_summary(result, total, t_ready - t_start, target, prefect_line))
     if failure:
         raise GenlibError(failure)
-
-
-@contextlib.contextmanager
-def _using_api(api_url: str) -> Iterator[None]:
-    """Flows in this process, its threads (Prefect's own too: the process pool's event forwarder starts
-    with the global settings, not this context's), and the processes it starts, report to ``api_url``."""
-    from prefect.context import refresh_global_settings_context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    before = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = api_url
-    refresh_global_settings_context()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield
-    finally:
-        if before is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = before
-        refresh_global_settings_context()
-
-
-def _drain_prefect_clients(timeout: float = 15.0) -> None:
-    """Send the logs and events Prefect still queues (task runs arrive as events) to the server."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        with contextlib.suppress(Exception):  # a worker that never started has nothing to send
-            worker.drain_all(timeout=timeout, at_exit=False)

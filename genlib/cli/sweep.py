@@ -73,7 +73,7 @@ def sweep_command(
     home = ps.use_project_home()  # before prefect reads its settings
     from prefect.settings import PREFECT_API_URL
 
-    from genlib.cli.pipeline import _console_logging, _drain_prefect_clients, _using_api
+    from genlib.cli.prefect_run import console_logging, drain_prefect_clients, using_api
     from genlib.ops.processes import terminate_as_interrupt
     from genlib.tracking import configure_tracking
 
@@ -88,8 +88,8 @@ def sweep_command(
         if not api:  # the concurrency limit needs a Prefect API: a temporary server, stopped on every exit
             server = stack.enter_context(ps.LocalServer(home, services=False, log_name="temporary-server.log"))
             api = server.api_url
-        stack.enter_context(_using_api(api))
-        _console_logging()
+        stack.enter_context(using_api(api))
+        console_logging()
         from flows.common import load_data
         from flows.sweep import sweep
 
@@ -101,7 +101,7 @@ def sweep_command(
             result = state.result()
         finally:
             if server is not None:
-                _drain_prefect_clients()
+                drain_prefect_clients()
                 ps.wait_until_recorded(api, str(state.state_details.flow_run_id))
     total = time.perf_counter() - t_start
     if as_json:

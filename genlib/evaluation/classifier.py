@@ -43,6 +43,18 @@ class ClassifierConfig(BaseModel):
     dropout: float = Field(0.25, ge=0, lt=1)
 
 
+def conv_body(image_shape: tuple[int, int, int], channels: tuple[int, ...], feature_dim: int) -> nn.Sequential:
+    """conv3x3-BN-ReLU-maxpool blocks, flattened, then a ReLU feature layer: (B, C, H, W) -> (B, feature_dim).
+    The body of both feature spaces (this classifier and genlib.evaluation.contrastive's encoder)."""
+    h, w = check_conv_shape(image_shape, len(channels))
+    layers: list[nn.Module] = []
+    c_in = image_shape[0]
+    for c in channels:
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in = c
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in * h * w, feature_dim), nn.ReLU())
+
+
 class FeatureClassifier(nn.Module):
     """CNN classifier of (B, C, H, W) images in [0, 1]; ``features`` is its penultimate layer (B, feature_dim).
 
@@ -52,13 +64,7 @@ class FeatureClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        h, w = check_conv_shape(config.image_shape, len(config.channels))
-        layers: list[nn.Module] = []
-        c_in = config.image_shape[0]
-        for c in config.channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
-            c_in = c
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in * h * w, config.feature_dim), nn.ReLU())
+        self.body = conv_body(config.image_shape, config.channels, config.feature_dim)
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes))
         self.test_accuracy = math.nan
         # Features of real images by (digest, split, n, seed): shared by every model's evaluation.

@@ -27,9 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from genlib.evaluation._utils import batched, cpu_generator, seeded
-from genlib.evaluation.classifier import _exclusive
+from genlib.evaluation.classifier import _exclusive, conv_body
 from genlib.models.base import adam
-from genlib.models.layers import check_conv_shape
 from genlib.user_cache import cache_root
 
 logger = logging.getLogger(__name__)
@@ -67,13 +66,7 @@ class ContrastiveEncoder(nn.Module):
     def __init__(self, config: ContrastiveConfig) -> None:
         super().__init__()
         self.config = config
-        h, w = check_conv_shape(config.image_shape, len(config.channels))
-        layers: list[nn.Module] = []
-        c_in = config.image_shape[0]
-        for c in config.channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
-            c_in = c
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c_in * h * w, config.feature_dim), nn.ReLU())
+        self.body = conv_body(config.image_shape, config.channels, config.feature_dim)
         # SimCLR's projection head: the loss is taken after it, the features before it (they transfer better).
         self.head = nn.Sequential(nn.Linear(config.feature_dim, config.feature_dim), nn.ReLU(),
                                   nn.Linear(config.feature_dim, config.projection_dim))

@@ -1,0 +1,59 @@
+"""What a command that runs a flow in this process needs around it: the console's log format, the Prefect API
+its flows (and the processes they start) report to, and the queued logs and events sent before a temporary
+server stops. Used by ``genlib pipeline`` and ``genlib sweep``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+
+def console_logging() -> None:
+    """Prefect's run names in the console lines, and none of MLflow's per-model INFO chatter."""
+    import logging
+
+    from prefect.logging.formatters import PrefectFormatter
+
+    fmt = PrefectFormatter(
+        format="%(asctime)s | %(levelname)-7s | %(name)s - %(message)s",
+        flow_run_fmt="%(asctime)s | %(levelname)-7s | Flow run %(flow_run_name)r - %(message)s",
+        task_run_fmt="%(asctime)s | %(levelname)-7s | Task run %(task_run_name)r - %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for handler in logging.getLogger().handlers:  # the CLI's handler: Prefect leaves the root logger to it
+        handler.setFormatter(fmt)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow warns once per logged model that pip is not installed in a uv environment.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def using_api(api_url: str) -> Iterator[None]:
+    """Flows in this process, its threads (Prefect's own too: the process pool's event forwarder starts
+    with the global settings, not this context's), and the processes it starts, report to ``api_url``."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    refresh_global_settings_context()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+        refresh_global_settings_context()
+
+
+def drain_prefect_clients(timeout: float = 15.0) -> None:
+    """Send the logs and events Prefect still queues (task runs arrive as events) to the server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # a worker that never started has nothing to send
+            worker.drain_all(timeout=timeout, at_exit=False)
