@@ -48,7 +48,7 @@ def run_pipeline(extra: list[str], home: Path, store: str, prefect: str = "prefe
     return proc.stdout + proc.stderr, wall
 
 
-PARALLEL_LINE = re.compile(r"^time ([\d.]+)s = start-up ([\d.]+)s .*? \+ ([\d.]+)s on (\d+) worker processes \+ "
+PARALLEL_LINE = re.compile(r"^time ([\d.]+)s = start-up ([\d.]+)s .*? \+ ([\d.]+)s on (\d+) worker(?:s \(.*?\)| processes) \+ "
                            r"([-\d.]+)s in this process .*?= compute ([\d.]+) \(train ([\d.]+), evaluate ([\d.]+), "
                            r"suite ([\d.]+)\) \+ MLflow logging ([\d.]+) \+ .*? idle cores ([-\d.]+)")
 
@@ -84,7 +84,7 @@ def render(runs: list[tuple[str, str, float]]) -> str:
         BEGIN, "## The default run (`make run`: 10,000 MNIST training images, profile quick, 8 families, CPU)", "",
         f"Command: `python -m bench.make_run` (runs `{' '.join(COMMAND)}` against a fresh store and caches, as a",
         f"fresh clone's `make run` does after `uv sync`). {when}, {platform.machine()}, {os.cpu_count()} cores.", "",
-        "| run | wall (process) | pipeline total | start-up | worker processes | their wall | train | per-model eval | "
+        "| run | wall (process) | pipeline total | start-up | workers | their wall | train | per-model eval | "
         "suite | MLflow logging | Prefect, loading, idle | in this process | cores not computing |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -93,9 +93,9 @@ def render(runs: list[tuple[str, str, float]]) -> str:
         lines.append(f"| {label} | {r['wall']:.0f} s | {r['total']:.0f} s | {r['startup']:.1f} s | {r['workers']:.0f} | "
                      f"{r['pool']:.0f} s | {r['train']:.0f} s | {r['evaluate']:.0f} s | {r['suite']:.0f} s | "
                      f"{r['mlflow']:.1f} s | {r['rest']:.0f} s | {r['parent']:.1f} s | **{100 * r['overhead']:.1f}%** |")
-    lines += ["", "train, per-model eval, suite, logging and Prefect/loading/idle are process-seconds summed over the "
-              "workers (one torch thread each); the rest is wall time. The share not computing is 1 - compute / "
-              "(workers x pipeline total).", ""]
+    lines += ["", "train, per-model eval, suite, logging and Prefect/loading/idle are seconds summed over the workers "
+              "(one torch thread each: a thread of the pipeline's process and worker processes); the rest is wall "
+              "time. The share not computing is 1 - compute / (workers x pipeline total).", ""]
     families = [(f.group(1), f.group(3)) for f in map(FAMILY_LINE.match, runs[-1][1].splitlines()) if f]
     lines += ["Training seconds per family (last run): " + ", ".join(f"{n} {s} s" for n, s in families) + ".", ""]
     goals = [f"{label}: pipeline {r['total']:.0f} s ({'met' if r['total'] <= 300 else 'missed'}), "

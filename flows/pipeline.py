@@ -10,6 +10,7 @@ same ``train`` flow runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from genlib.spec import RunSpec
 from flows.common import load_data, track
 from flows.evaluate import evaluate_suite_flow
 from flows.family import run_family
-from flows.local_pool import run_in_processes, start_pool, wait_for_stopped_workers
+from flows.local_pool import run_on_pool, start_pool, wait_for_stopped_workers
 from flows.params import (
     DatasetRef,
     FamilySummary,
@@ -183,7 +184,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     plan = params.plan or params.resolve_plan()  # a scheduled run is its own entry point
     plan = plan.settle(use_train_deployment(plan.dispatch, params.train_deployment))  # the one call on "auto"
     params = params.model_copy(update={"plan": plan})  # what every step below reads
-    # The pool's workers start first: their imports run while this process prepares the data and the runs.
+    # The pool's worker processes start first: their imports run while this process prepares the data and the runs.
     runner = start_pool(params) if plan.mode == "pool" else None
     all_models = params.models
     try:
@@ -196,7 +197,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
         params, skipped = params.without_label_needing(dataset)  # conditional families on unlabelled data
     except BaseException:
         if runner is not None:
-            runner.__exit__(None, None, None)
+            runner.close(wait=True)
         raise
     mark_stale_runs()  # runs left RUNNING by a killed process of this host -> FAILED, with a note
     end_runs_on_signal()  # SIGTERM/SIGINT end this process's runs as KILLED (a no-op off the main thread)
@@ -206,7 +207,10 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
     with track("pipeline", experiment_id=dataset.experiment_id, name=f"pipeline-{params.profile}-{dataset.name}",
                dataset=dataset.name, digest=dataset.digest,
                tags={T.PROFILE: params.profile, T.EVAL_PROFILE: params.evaluation_profile,
-                     T.MODELS: ",".join(params.models)}) as parent_run_id:
+                     T.MODELS: ",".join(params.models)}) as parent_run_id, contextlib.ExitStack() as at_end:
+        # The pool's worker processes exit in the background while the suite and the summary are logged;
+        # they are gone (their last events passed on) before this run ends, whatever the exit.
+        at_end.callback(wait_for_stopped_workers)
         specs = resolve_specs(params, dataset)
         train_params = {f: params.train_params(specs[f], dataset.digest, parent_run_id) for f in params.models}
         if remote:  # start every training first, so several GPU workers can take them at once
@@ -221,10 +225,11 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
 
         sections, pool = {}, {}
         if plan.mode == "pool":
-            get_run_logger().info("families%s on %d worker processes", " and the suite" if params.suite else "",
-                                  plan.workers)
+            get_run_logger().info("families%s on %d workers (a thread of this process and %d worker process%s)",
+                                  " and the suite" if params.suite else "", plan.workers, plan.workers - 1,
+                                  "es" if plan.workers > 2 else "")
             t_pool = time.perf_counter()
-            summaries, sections = run_in_processes(params, dataset, train_params, parent_run_id, runner)
+            summaries, sections = run_on_pool(params, dataset, train_params, parent_run_id, runner)
             pool = {"workers": float(plan.workers), "pool": time.perf_counter() - t_pool}
             stop_if_tracking_lost(summaries, params.models)
         else:
@@ -240,12 +245,9 @@ def pipeline(params: PipelineParams = PipelineParams()) -> PipelineResult:
         seconds = {**_seconds(summaries), "suite": 0.0, **pool}
         eval_runs = {s.family: s.evaluation.run_id for s in summaries if s.evaluation is not None}
         report = None
-        try:  # the workers exit meanwhile
-            if params.suite and eval_runs:
-                report = evaluate_suite_flow(dataset, params.evaluation(), plan.device, eval_runs, sections)
-                seconds["suite"] = report.seconds
-        finally:
-            wait_for_stopped_workers()
+        if params.suite and eval_runs:
+            report = evaluate_suite_flow(dataset, params.evaluation(), plan.device, eval_runs, sections)
+            seconds["suite"] = report.seconds
         seconds["total"] = time.perf_counter() - t_start
         result = PipelineResult(dataset=dataset, families=summaries, run_id=parent_run_id,
                                 report_run_id=report.run_id if report else None,

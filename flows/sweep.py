@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import load_data, track
-from flows.params import DatasetRef, PipelineParams, TrainParams, TrainResult
+from flows.params import DatasetRef, TrainParams, TrainResult
 from flows.pipeline import use_train_deployment
 from flows.prepare_data import prepare_data
 from flows.sweep_params import SweepParams, SweepResult, TrialOutcome
@@ -41,11 +41,10 @@ def _runner(plan: ExecutionPlan, params: SweepParams) -> Any:
     a time in this process; ``parallel`` threads that each wait for a deployment run)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.local_pool import start_pool
+    from flows.local_pool import start_processes
 
     if plan.mode == "pool":
-        return start_pool(PipelineParams(data=params.data, models=[params.family], profile=params.profile,
-                                         suite=False, plan=plan))
+        return start_processes(plan, params.data, plan.workers)
     workers = params.parallel if plan.mode == "deployment" else 1
     return ThreadPoolTaskRunner(max_workers=workers).__enter__()
 

@@ -253,7 +253,7 @@ def test_make_run_reads_the_pipelines_own_time_line_in_both_forms():
 
     sec.update(total=190.0, workers=2.0, pool=180.0)
     line = time_line(sec, total=200.0, startup=10.0)
-    assert "180.0s on 2 worker processes" in line and "the workers' 360.0 process-seconds" in line
+    assert "180.0s on 2 workers (a thread here, 1 worker process)" in line and "the workers' 360.0 seconds" in line
     section = render([("first", f"{families}\n{line}\n", 205.0), ("later", f"{families}\n{line}\n", 205.0)])
     assert "first: pipeline 200 s (met), 25.0% outside compute (missed); later: pipeline 200 s (met)" in section
     assert section.count("**25.0%**") == 2 and "| later | 205 s | 200 s | 10.0 s | 2 |" in section

@@ -179,16 +179,17 @@ def test_pipeline_end_to_end_registers_champions_that_load(tracking, capsys):
 
     kinds = sorted(r.data.tags["genlib.kind"] for r in children)
     assert kinds == sorted(["evaluation", "evaluation", "report", "train", "train"] + ["suite"] * len(list_sections()))
-    # Each suite section ran as its own job on the pool, beside the families (not in this process).
-    section_pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] == "suite"}
+    # Each suite section ran as its own job on the pool, beside the families: the pool's two slots are this
+    # process's thread and one worker process, and between them they ran every section and training.
     assert sorted(r.data.tags["genlib.suite_section"] for r in children
                   if r.data.tags["genlib.kind"] == "suite") == sorted(list_sections())
-    assert str(os.getpid()) not in section_pids
-    # ...and ran at once: each of the two trainings started before the other ended (two processes).
+    pool_pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] in ("suite", "train")}
+    assert len(pool_pids) == 2 and str(os.getpid()) in pool_pids, pool_pids
+    # ...and ran at once: each of the two trainings started before the other ended, in the two slots.
     trains = [r.info for r in children if r.data.tags["genlib.kind"] == "train"]
     assert trains[0].start_time < trains[1].end_time and trains[1].start_time < trains[0].end_time
     pids = {r.data.tags["genlib.pid"] for r in children if r.data.tags["genlib.kind"] == "train"}
-    assert len(pids) == 2 and str(os.getpid()) not in pids
+    assert len(pids) == 2
     summary = client.load_table(parent.info.experiment_id, "summary.json", run_ids=[first.run_id])
     assert sorted(summary["family"]) == ["cgan", "vae"] and summary["version"].notna().all()
     experiment = client.get_experiment(parent.info.experiment_id)
@@ -451,24 +452,47 @@ def test_a_retried_training_resumes_from_its_last_checkpoint(tracking, monkeypat
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
-def test_pool_workers_start_and_answer_from_their_own_process():
-    """start_pool spawns the plan's workers at the top of the flow (their first job: worker_ready); each answers
-    with its own process id (a worker_ready that raised only logged an error while the pool still worked)."""
-    from prefect import flow
+def test_pool_slots_are_a_thread_here_and_worker_processes():
+    """A pool of 3 slots: this process's thread and 2 worker processes, spawned at the top of the flow (their
+    first job: worker_ready). Jobs go to free slots, this process's first; each answers with its process id
+    (a worker_ready that raised only logged an error while the pool still worked), and this process gets
+    its torch thread count back when the pool closes."""
+    import threading
 
-    from flows.local_pool import start_pool, worker_ready
+    import torch
+    from prefect import flow
+    from prefect.futures import wait
+
+    from flows.local_pool import start_pool, wait_for_stopped_workers, worker_ready
     from genlib.plan import ExecutionPlan
 
-    plan = ExecutionPlan(device="cpu", workers=2, threads=1, dispatch="local")
+    plan = ExecutionPlan(device="cpu", workers=3, threads=1, dispatch="local")
     params = _params(["ae"]).model_copy(update={"plan": plan})
+    threads_before = torch.get_num_threads()
 
     @flow
-    def started() -> list[int]:
-        runner = start_pool(params)
+    def started() -> tuple[list[int], list[bool], int]:
+        pool = start_pool(params)
         try:
-            return [f.result() for f in [runner.submit(worker_ready, {}) for _ in range(4)]]
+            answers, refused = [], []
+            for _ in range(2):  # two rounds of as many jobs as there are slots
+                futures = []
+                while pool.free():
+                    futures.append(pool.submit(worker_ready, {}))
+                refused.append(pool.free())
+                wait(futures)
+                for f in futures:
+                    answers.append(f.result())
+                    pool.finished(f)
+            return answers, refused, torch.get_num_threads()
         finally:
-            runner.__exit__(None, None, None)
+            pool.close()
 
-    pids = started()
-    assert all(isinstance(p, int) for p in pids) and 1 <= len(set(pids)) <= 2 and os.getpid() not in pids
+    pids, refused, threads_inside = started()
+    wait_for_stopped_workers()
+    assert len(pids) == 6 and refused == [False, False], (pids, refused)
+    assert pids.count(os.getpid()) == 2  # one job per round in this process's thread
+    workers = set(pids) - {os.getpid()}
+    assert 1 <= len(workers) <= 2 and all(isinstance(p, int) for p in workers)
+    assert threads_inside == 1 and torch.get_num_threads() == threads_before
+    assert not [t for t in threading.enumerate() if t.name == "genlib-stop-workers"]

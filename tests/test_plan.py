@@ -131,7 +131,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
     monkeypatch.setattr(pipeline_module, "run_family", in_process)
     monkeypatch.setattr(pipeline_module, "start_pool", start_pool)
-    monkeypatch.setattr(pipeline_module, "run_in_processes", pool)
+    monkeypatch.setattr(pipeline_module, "run_on_pool", pool)
     return calls
 
 

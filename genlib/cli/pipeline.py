@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -53,48 +53,25 @@ def pipeline_command(
 
     t_start = time.perf_counter()
     home = ps.use_project_home()  # before prefect reads its settings: the run history stays in the project
-    from genlib.models import list_models
-
-    family_list = [m.strip() for m in models.split(",") if m.strip()] if models else list_models()
-    # Validate everything before starting anything (flows validate again: a deployment run has no CLI).
-    from flows.params import DataParams, PipelineParams
-
-    from genlib.models import get_config_class
-    from genlib.spec import parse_set
-
-    overrides = parse_set(set_, values={"train.epochs": epochs})  # the one --set parser; values checked below
-    per_family = {f: {k: v for k, v in overrides.model.items() if k in get_config_class(f).model_fields}
-                  for f in family_list}
-    homeless = [k for k in overrides.model if not any(k in m for m in per_family.values())]
-    if homeless:
-        raise ConfigError(f"--set {homeless[0]}: none of {', '.join(family_list)} has that field")
-    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train, n_val=n_val), models=family_list,
-                       profile=profile, eval_profile=eval_profile, device=device, dispatch=dispatch, suite=suite, workers=workers,
-                       model_overrides={f: m for f, m in per_family.items() if m}, train_overrides=overrides.train,
-                       eval_overrides=overrides.evaluation)
-    # The one place a `genlib pipeline` run's device, workers and dispatch are decided (the flow settles only
-    # dispatch "auto", which needs the Prefect API). "cuda" without one: a one-line error before the data prep.
-    params = params.model_copy(update={"plan": params.resolve_plan()})
-    if params.plan.device == "cpu" and params.profile == "full" and params.dispatch != "deployment":
-        typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
-                   "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
-                   err=True)
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value() or ps.running_server(home)
-    if params.dispatch == "deployment" and not api:
+    if dispatch == "deployment" and not api:
         raise ConfigError("--dispatch deployment needs a Prefect server with the train deployment: "
                           "set PREFECT_API_URL or start the stack (see docs/deploy.md)")
-    from genlib.tracking import configure_tracking, store_identity
-
-    target = configure_tracking()  # unreachable server: one line naming the URI, nothing started
     with contextlib.ExitStack() as stack:
         stack.enter_context(terminate_as_interrupt())  # SIGTERM stops the temporary server too
         server = None
-        if not api:  # a temporary server, in the background while the data loads; stopped on every exit
+        if not api:  # a temporary server, starting while the options are checked and the data loads; stopped
+            # on every exit (a bad option stops it at once: it holds no run yet)
             server = stack.enter_context(ps.LocalServer(home, services=False, log_name="temporary-server.log"))
             api = server.api_url
-        stack.enter_context(using_api(api))
+        params = _checked_params(dataset, models, profile, eval_profile, device, dispatch, suite, workers, epochs,
+                                 n_train, n_val, set_)
+        from genlib.tracking import configure_tracking, store_identity
+
+        target = configure_tracking()  # unreachable server: one line naming the URI, no run started
+        stack.enter_context(using_api(api, temporary=server is not None))
         console_logging()
         from flows.common import load_data
         from flows.pipeline import PipelineFailedError, pipeline
@@ -132,3 +109,34 @@ def pipeline_command(
         typer.echo(pipeline_summary(result, total, t_ready - t_start, target, prefect_line))
     if failure:
         raise GenlibError(failure)
+
+
+def _checked_params(dataset: str, models: Optional[str], profile: str, eval_profile: Optional[str], device: str,
+                    dispatch: str, suite: bool, workers: Optional[int], epochs: Optional[int], n_train: Optional[int],
+                    n_val: Optional[int], set_: Optional[list[str]]) -> Any:
+    """The options as PipelineParams with their ExecutionPlan, every value checked (ConfigError: one line)."""
+    from flows.params import DataParams, PipelineParams
+
+    from genlib.models import get_config_class, list_models
+    from genlib.spec import parse_set
+
+    family_list = [m.strip() for m in models.split(",") if m.strip()] if models else list_models()
+    overrides = parse_set(set_, values={"train.epochs": epochs})  # the one --set parser; values checked below
+    per_family = {f: {k: v for k, v in overrides.model.items() if k in get_config_class(f).model_fields}
+                  for f in family_list}
+    homeless = [k for k in overrides.model if not any(k in m for m in per_family.values())]
+    if homeless:
+        raise ConfigError(f"--set {homeless[0]}: none of {', '.join(family_list)} has that field")
+    params = validated(PipelineParams, data=DataParams(dataset=dataset, n_train=n_train, n_val=n_val),
+                       models=family_list, profile=profile, eval_profile=eval_profile, device=device,
+                       dispatch=dispatch, suite=suite, workers=workers,
+                       model_overrides={f: m for f, m in per_family.items() if m}, train_overrides=overrides.train,
+                       eval_overrides=overrides.evaluation)
+    # The one place a `genlib pipeline` run's device, workers and dispatch are decided (the flow settles only
+    # dispatch "auto", which needs the Prefect API). "cuda" without one: a one-line error before the data prep.
+    params = params.model_copy(update={"plan": params.resolve_plan()})
+    if params.plan.device == "cpu" and params.profile == "full" and params.dispatch != "deployment":
+        typer.echo("note: profile full is paper scale, meant for a GPU worker; on a small CPU machine it takes many "
+                   "hours (per-epoch times in docs/benchmarks.md). The summary prints how long each part took.",
+                   err=True)
+    return params

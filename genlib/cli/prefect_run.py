@@ -29,17 +29,22 @@ def console_logging() -> None:
 
 
 @contextlib.contextmanager
-def using_api(api_url: str) -> Iterator[None]:
+def using_api(api_url: str, temporary: bool = False) -> Iterator[None]:
     """Flows in this process, its threads (Prefect's own too: the process pool's event forwarder starts
-    with the global settings, not this context's), and the processes it starts, report to ``api_url``."""
+    with the global settings, not this context's), and the processes it starts, report to ``api_url``.
+
+    ``temporary``: the command's own server, stopped when it ends. Its flow runs then send no heartbeats:
+    they tell a server's services that a run crashed, and a temporary server runs none, while each flow
+    run's end waits up to a second for its heartbeat thread (which sleeps in one-second steps)."""
     from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = api_url
     refresh_global_settings_context()
+    updates = {PREFECT_API_URL: api_url, **({"flows.heartbeat_frequency": None} if temporary else {})}
     try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with temporary_settings(updates=updates):
             yield
     finally:
         if before is None:

@@ -82,8 +82,9 @@ def registry_table(models: list[dict[str, Any]]) -> str:
 
 
 def time_line(sec: dict[str, float], total: float, startup: float) -> str:
-    """Where ``total`` wall seconds went. With worker processes (``sec["workers"]``), compute and logging
-    are process-seconds summed over the workers, set against what the workers had: workers x their wall."""
+    """Where ``total`` wall seconds went. On a pool of ``sec["workers"]`` job slots (a thread of this process and
+    worker processes), compute and logging are seconds summed over the slots, set against what the slots
+    had: workers x their wall."""
     compute = sec.get("train", 0.0) + sec.get("evaluate", 0.0) + sec.get("suite", 0.0)
     parts = f"train {sec.get('train', 0):.1f}, evaluate {sec.get('evaluate', 0):.1f}, suite {sec.get('suite', 0):.1f}"
     tracking, other = sec.get("tracking", 0.0), total - startup - sec.get("total", 0.0)
@@ -95,7 +96,8 @@ def time_line(sec: dict[str, float], total: float, startup: float) -> str:
     workers, pool = int(sec["workers"]), sec.get("pool", 0.0)
     capacity = workers * pool
     return (f"time {total:.1f}s = start-up {startup:.1f}s (imports, tracking store, data, Prefect server) + "
-            f"{pool:.1f}s on {workers} worker processes + {sec.get('total', 0.0) - pool:.1f}s in this process "
-            f"(data checks, report, summary) + {other:.1f}s other; the workers' {capacity:.1f} process-seconds = "
+            f"{pool:.1f}s on {workers} workers (a thread here, {workers - 1} worker process{'es' if workers > 2 else ''}) + "
+            f"{sec.get('total', 0.0) - pool:.1f}s in this process (data checks, report, summary) + {other:.1f}s other; "
+            f"the workers' {capacity:.1f} seconds = "
             f"compute {compute:.1f} ({parts}) + MLflow logging {tracking:.1f} + Prefect runs, data and model "
             f"loading, worker start-up and idle cores {capacity - compute - tracking:.1f}")

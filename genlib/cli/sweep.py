@@ -88,7 +88,7 @@ def sweep_command(
         if not api:  # the concurrency limit needs a Prefect API: a temporary server, stopped on every exit
             server = stack.enter_context(ps.LocalServer(home, services=False, log_name="temporary-server.log"))
             api = server.api_url
-        stack.enter_context(using_api(api))
+        stack.enter_context(using_api(api, temporary=server is not None))
         console_logging()
         from flows.common import load_data
         from flows.sweep import sweep
