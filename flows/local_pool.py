@@ -25,6 +25,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.params import DataParams, DatasetRef, FamilySummary, PipelineParams, RunRef, TrainParams
+from flows.pool_stop import end_worker_processes, interrupt_thread
 from genlib.evaluation.profiles import EvalProfile
 from genlib.plan import ExecutionPlan
 
@@ -143,6 +144,12 @@ def worker_ready() -> int:
     return os.getpid()
 
 
+@task(cache_policy=NO_CACHE, task_run_name="start-thread")
+def thread_ready() -> int:
+    """Nothing but the thread that runs this process's slot: its identifier."""
+    return threading.get_ident()
+
+
 def start_processes(plan: ExecutionPlan, data: DataParams, count: int) -> Any:
     """A started ProcessPoolTaskRunner of ``count`` workers with ``plan.threads`` threads each, every worker
     spawning now (one submission each: Prefect's runner spawns a worker per submission while none is idle),
@@ -172,6 +179,8 @@ class LocalPool:
         assert plan.mode == "pool" and plan.workers >= 2, plan  # the flow hands a settled plan
         self.processes = start_processes(plan, data, plan.workers - 1)  # first: they spawn while we go on
         self.here = ThreadPoolTaskRunner(max_workers=1).__enter__()
+        # Its one thread runs every job of this slot: known, so that an interrupt reaches the job it runs.
+        self._thread = self.here.submit(thread_ready, {})
         self._restore_threads = limit_threads(plan.threads)  # the main thread only hands out jobs meanwhile
         self._capacity = {"here": 1, "processes": plan.workers - 1}
         self._running: dict[Any, str] = {}  # future -> its slot
@@ -193,6 +202,18 @@ class LocalPool:
     def finished(self, future: Any) -> None:
         """``future`` is done: its slot is free again."""
         self._running.pop(future, None)
+
+    def interrupt(self, error: BaseException) -> None:
+        """The main thread was stopped by ``error`` (Ctrl-C, SIGTERM): stop the jobs too, so that their runs end
+        KILLED and nothing more is registered. The job in this process's thread gets the same interrupt; the
+        worker processes are ended by :func:`end_worker_processes`."""
+        from genlib.ops.processes import Terminated
+
+        if isinstance(error, Exception):
+            return  # a failure, not a stop: the running jobs finish
+        if "here" in self._running.values():
+            interrupt_thread(self._thread.result(), KeyboardInterrupt if type(error) is KeyboardInterrupt else Terminated)
+        end_worker_processes(error, [f for f, slot in self._running.items() if slot == "processes"])
 
     def close(self, wait: bool = False) -> None:
         """Stop the slots: this process's thread now, the worker processes in the background (``wait``: now)."""
@@ -259,7 +280,8 @@ def run_on_pool(params: PipelineParams, dataset: DatasetRef, train_params: dict[
                 section_runs[s] = done[("suite", s)].result()
             except Exception as err:  # noqa: BLE001 - left out here: the parent's evaluate_suite runs it again
                 get_run_logger().warning("suite section %s failed in its worker: %s", s, err)
-    except BaseException:
+    except BaseException as err:
+        pool.interrupt(err)
         pool.close(wait=True)
         raise
     pool.close()

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import load_data, track
 from flows.params import DatasetRef, TrainParams, TrainResult
 from flows.pipeline import use_train_deployment
+from flows.pool_stop import end_worker_processes
 from flows.prepare_data import prepare_data
 from flows.sweep_params import SweepParams, SweepResult, TrialOutcome
 from flows.sweep_report import finish_sweep
@@ -117,10 +118,11 @@ def run_trials(study: Any, storage: Any, params: SweepParams, space: Any, plan: 
     shape = data_shape(load_data(params.data, expected_digest=dataset.digest))
     runner = _runner(plan, params)
     outcomes: list[TrialOutcome] = []
+    running: dict[Any, Any] = {}
     try:
         with Heartbeat(storage) as heartbeat:
             context["heartbeat"] = heartbeat
-            left, running = params.trials, {}
+            left = params.trials
             while left or running:
                 while left and len(running) < params.parallel:
                     left -= 1
@@ -144,6 +146,10 @@ def run_trials(study: Any, storage: Any, params: SweepParams, space: Any, plan: 
                             f": {space.metric} = {outcome.value:.5g}" if outcome.value is not None else
                             f" ({outcome.error})" if outcome.error else "")
                 outcomes.append(outcome)
+    except BaseException as err:
+        if plan.mode == "pool":  # stopped (Ctrl-C, SIGTERM): the trials in the worker processes stop too
+            end_worker_processes(err, list(running))
+        raise
     finally:
         runner.__exit__(None, None, None)
     return sorted(outcomes, key=lambda o: o.number)

@@ -21,11 +21,13 @@ class ExecutionPlan(BaseModel):
     ``device`` is resolved, never "auto". "auto" has one meaning (genlib.training.resolve_device):
     ``$GENLIB_DEVICE`` when set, else CUDA when torch sees one, else the CPU.
 
-    ``workers``: local processes running the families (and the suite) at once; 1 runs every job in the
-    pipeline's own process, more start a pool of that many. Default: one per CPU core on the CPU, one on
+    ``workers``: jobs (families, suite sections) run at once on this machine; 1 runs every job in the
+    pipeline's own process, more start a pool of that many slots: a thread of the pipeline's process and
+    ``workers - 1`` worker processes (flows/local_pool.py). Default: one per CPU core on the CPU, one on
     an accelerator (its kernels already use the whole device), never more than there are jobs, and one
     when training goes to the deployment. ``threads``: torch's and the BLAS libraries' threads in each
-    pool worker, the cores shared out equally (the pipeline's own process keeps torch's default).
+    pool slot, the cores shared out equally (running every job itself, the pipeline's process keeps torch's
+    default).
 
     ``dispatch``: "local" (train here: in-process or on the pool), "deployment" (each training is a run of
     the train deployment, on its pool's workers; the device there is the worker's own "auto"), or "auto"
@@ -36,8 +38,8 @@ class ExecutionPlan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     device: Literal["cpu", "cuda", "mps"] = Field(description="where local jobs compute (resolved)")
-    workers: int = Field(ge=1, description="local processes running jobs at once; 1: in the pipeline's process")
-    threads: int = Field(ge=1, description="torch and BLAS threads in each pool worker")
+    workers: int = Field(ge=1, description="jobs at once on this machine; 1: in the pipeline's process")
+    threads: int = Field(ge=1, description="torch and BLAS threads in each pool slot")
     dispatch: Dispatch = Field(description="where training runs; auto until the pipeline flow settles it")
 
     @property

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 
 from genlib.cli.common import json_safe, validated
-from genlib.cli.prefect_run import console_logging, drain_prefect_clients, using_api
+from genlib.cli.prefect_run import console_logging, reported_before_stop, using_api
 from genlib.errors import ConfigError, GenlibError
 from genlib.ops.processes import terminate_as_interrupt
 
@@ -32,8 +32,9 @@ def pipeline_command(
                                        "there when it exists)"),
     suite: bool = typer.Option(True, "--suite/--no-suite", help="run the suite-level evaluation"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N",
-                                          help="local processes running families and the suite at once (default: "
-                                               "one per CPU core on the CPU, 1 on a GPU); 1 runs all in this process"),
+                                          help="jobs (families, suite sections) at once: this process and N-1 worker "
+                                               "processes (default: one per CPU core on the CPU, 1 on a GPU); 1 runs "
+                                               "all in this process"),
     epochs: Optional[int] = typer.Option(None, "--epochs", metavar="N",
                                          help="train every family this many epochs instead of the profile's (e.g. "
                                               "a CPU trial run of --profile full)"),
@@ -87,17 +88,16 @@ def pipeline_command(
             server.wait_ready()
         t_ready = time.perf_counter()
         failure: str | None = None
-        state = pipeline(params, return_state=True)
-        try:
-            result = state.result()
-        except PipelineFailedError as err:
-            if err.result is None:
-                raise
-            result, failure = err.result, str(err)
-        finally:
-            if server is not None:  # what the run reported reaches the database before the server stops
-                drain_prefect_clients()
-                ps.wait_until_recorded(api, str(state.state_details.flow_run_id))
+        # What the run reported reaches the temporary server's database before the server stops.
+        with reported_before_stop(api if server is not None else None) as recorded:
+            state = pipeline(params, return_state=True)
+            recorded.append(str(state.state_details.flow_run_id))
+            try:
+                result = state.result()
+            except PipelineFailedError as err:
+                if err.result is None:
+                    raise
+                result, failure = err.result, str(err)
     total = time.perf_counter() - t_start
     if as_json:
         typer.echo(json.dumps({**json_safe(result.model_dump(mode="json")), "wall_seconds": total}, indent=2))

@@ -62,3 +62,22 @@ def drain_prefect_clients(timeout: float = 15.0) -> None:
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):  # a worker that never started has nothing to send
             worker.drain_all(timeout=timeout, at_exit=False)
+
+
+@contextlib.contextmanager
+def reported_before_stop(api_url: str | None) -> Iterator[list[str]]:
+    """Around a flow run on the command's temporary server at ``api_url`` (None: a lasting server, nothing to
+    do). On every exit, Ctrl-C included, what Prefect still queues is sent before the server stops, and each
+    flow run whose id was appended to the yielded list is waited for until the server recorded its task runs.
+    (Interrupted without it, a command took over a minute to exit: Prefect's log worker retried the stopped
+    server.)"""
+    from genlib.ops.prefect_server import wait_until_recorded
+
+    runs: list[str] = []
+    try:
+        yield runs
+    finally:
+        if api_url is not None:
+            drain_prefect_clients()
+            for run in runs:
+                wait_until_recorded(api_url, run)

@@ -73,7 +73,7 @@ def sweep_command(
     home = ps.use_project_home()  # before prefect reads its settings
     from prefect.settings import PREFECT_API_URL
 
-    from genlib.cli.prefect_run import console_logging, drain_prefect_clients, using_api
+    from genlib.cli.prefect_run import console_logging, reported_before_stop, using_api
     from genlib.ops.processes import terminate_as_interrupt
     from genlib.tracking import configure_tracking
 
@@ -96,13 +96,10 @@ def sweep_command(
         load_data(params.data)
         if server is not None:
             server.wait_ready()
-        state = sweep(params, return_state=True)
-        try:
+        with reported_before_stop(api if server is not None else None) as recorded:
+            state = sweep(params, return_state=True)
+            recorded.append(str(state.state_details.flow_run_id))
             result = state.result()
-        finally:
-            if server is not None:
-                drain_prefect_clients()
-                ps.wait_until_recorded(api, str(state.state_details.flow_run_id))
     total = time.perf_counter() - t_start
     if as_json:
         typer.echo(json.dumps({**json_safe(result.model_dump(mode="json")), "wall_seconds": total}, indent=2))
