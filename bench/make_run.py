@@ -48,7 +48,8 @@ def run_pipeline(extra: list[str], home: Path, store: str, prefect: str = "prefe
     return proc.stdout + proc.stderr, wall
 
 
-PARALLEL_LINE = re.compile(r"^time ([\d.]+)s = start-up ([\d.]+)s .*? \+ ([\d.]+)s on (\d+) worker(?:s \(.*?\)| processes) \+ "
+PARALLEL_LINE = re.compile(r"^time ([\d.]+)s = start-up ([\d.]+)s .*? \+ ([\d.]+)s on (\d+) "
+                           r"worker(?:s \(.*?\)| processes) \+ "
                            r"([-\d.]+)s in this process .*?= compute ([\d.]+) \(train ([\d.]+), evaluate ([\d.]+), "
                            r"suite ([\d.]+)\) \+ MLflow logging ([\d.]+) \+ .*? idle cores ([-\d.]+)")
 

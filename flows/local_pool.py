@@ -212,7 +212,8 @@ class LocalPool:
         if isinstance(error, Exception):
             return  # a failure, not a stop: the running jobs finish
         if "here" in self._running.values():
-            interrupt_thread(self._thread.result(), KeyboardInterrupt if type(error) is KeyboardInterrupt else Terminated)
+            same = KeyboardInterrupt if type(error) is KeyboardInterrupt else Terminated
+            interrupt_thread(self._thread.result(), same)
         end_worker_processes(error, [f for f, slot in self._running.items() if slot == "processes"])
 
     def close(self, wait: bool = False) -> None:

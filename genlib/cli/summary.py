@@ -96,7 +96,8 @@ def time_line(sec: dict[str, float], total: float, startup: float) -> str:
     workers, pool = int(sec["workers"]), sec.get("pool", 0.0)
     capacity = workers * pool
     return (f"time {total:.1f}s = start-up {startup:.1f}s (imports, tracking store, data, Prefect server) + "
-            f"{pool:.1f}s on {workers} workers (a thread here, {workers - 1} worker process{'es' if workers > 2 else ''}) + "
+            f"{pool:.1f}s on {workers} workers (a thread here, {workers - 1} worker "
+            f"process{'es' if workers > 2 else ''}) + "
             f"{sec.get('total', 0.0) - pool:.1f}s in this process (data checks, report, summary) + {other:.1f}s other; "
             f"the workers' {capacity:.1f} seconds = "
             f"compute {compute:.1f} ({parts}) + MLflow logging {tracking:.1f} + Prefect runs, data and model "
