@@ -151,7 +151,13 @@ def test_pipeline_history_outlives_its_temporary_server_and_genlib_ui_serves_it(
                            "--mlflow-port", str(mlflow_port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env, cwd=project)
     try:
-        urls = dict(ui.stdout.readline().strip().split(" UI: ") for _ in range(2))  # type: ignore[union-attr]
+        urls: dict[str, str] = {}
+        while len(urls) < 2:  # the two "<name> UI: <url>" lines (the experiments' links are printed between)
+            line = ui.stdout.readline()  # type: ignore[union-attr]
+            assert line, ui.stderr.read()[-3000:]  # type: ignore[union-attr]
+            if " UI: " in line:
+                name, url = line.strip().split(" UI: ")
+                urls[name] = url
         assert urls == {"MLflow": f"http://127.0.0.1:{mlflow_port}", "Prefect": f"http://127.0.0.1:{prefect_port}"}
         api = f"http://127.0.0.1:{prefect_port}/api"
         assert _get_json(f"http://127.0.0.1:{prefect_port}/ui-settings")["api_url"] == api  # type: ignore[index]
